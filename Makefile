@@ -1,0 +1,30 @@
+# danet-bench entry points. `make sweep` and `make test` work on a fresh machine: the first
+# call creates .venv and installs the pinned dependencies from pyproject.toml.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+GRID ?= experiments/ablation.yaml
+CLUSTER ?= local
+ARGS ?=
+
+.PHONY: sweep test lint tables clean-runs
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+sweep: $(STAMP)  ## run the grid GRID (default: the DANet ablation on the built-in dataset)
+	$(BIN)/danet sweep $(GRID) --cluster $(CLUSTER) $(ARGS)
+
+test: $(STAMP)  ## lint, then the test suite (what .ci/run calls)
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest -q
+
+tables: $(STAMP)  ## ablation tables and figure from every run under runs/
+	$(BIN)/danet tables runs --out reports/all
+
+clean-runs:
+	rm -rf runs

@@ -1,0 +1,41 @@
+"""Every result.json under a folder -> one tidy pandas DataFrame (one row per run).
+
+Analysis reads result.json files only (schema 1); an unreadable or other-schema file is
+reported by path and skipped, and nothing else is lost.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+
+SCHEMA = 1
+COLUMNS = ("run_id", "variant", "backbone", "dataset", "setting", "seed", "iterations", "miou",
+           "pixel_accuracy", "params", "head_params", "train_time_s", "peak_memory_mb")
+
+
+def collect(*roots: str | Path) -> tuple[pd.DataFrame, list[str]]:
+    rows, problems = [], []
+    for root in roots:
+        for path in sorted(Path(root).rglob("result.json")):
+            try:
+                data = json.loads(path.read_text())
+            except (OSError, json.JSONDecodeError) as e:
+                problems.append(f"{path}: unreadable ({e}); skipped")
+                continue
+            if not isinstance(data, dict) or data.get("schema") != SCHEMA:
+                found = data.get("schema") if isinstance(data, dict) else None
+                problems.append(f"{path}: schema {found!r}, expected {SCHEMA}; skipped")
+                continue
+            missing = [c for c in COLUMNS if c not in data]
+            if missing:
+                problems.append(f"{path}: missing {', '.join(missing)}; skipped")
+                continue
+            row = {c: data[c] for c in COLUMNS}
+            row["sweep"] = path.parent.parent.name
+            row["path"] = str(path.parent)
+            row.update({f"iou/{k}": v for k, v in data.get("per_class_iou", {}).items()})
+            rows.append(row)
+    return pd.DataFrame(rows), problems

@@ -1,0 +1,128 @@
+"""`danet` command line: train, eval, sweep, tables. A user's mistake is one line, exit 2."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from danet.errors import DanetError
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from danet import config as C
+    from danet.engine.train import check_config, run
+
+    cfg = C.build(args.config, args.overrides)
+    check_config(cfg)
+    run_dir = Path(args.run_dir) if args.run_dir else Path(args.runs_root) / "train" / C.run_id(cfg)
+    print(f"run dir: {run_dir}")
+    result = run(cfg, run_dir)
+    print(f"mIoU {100 * result['miou']:.2f}  pixel acc {100 * result['pixel_accuracy']:.2f}  "
+          f"({run_dir / 'result.json'})")
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from danet.engine.eval_saved import evaluate_saved
+
+    metrics = evaluate_saved(Path(args.target), args.split)
+    print(json.dumps(metrics, indent=2))
+    return 0
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from slurm.grid import default_parallel, expand, load_grid
+    from slurm.launch import launch
+
+    grid = load_grid(args.grid)
+    specs = expand(grid, Path(args.runs_root), args.overrides)
+    cluster = args.cluster or grid.launcher.cluster
+    parallel = args.max_parallel or grid.launcher.max_parallel or default_parallel(specs[0].cfg)
+    if args.dry_run:
+        for spec in specs:
+            print(f"{spec.run_id}  {spec.axes}  -> {spec.run_dir}")
+        return 0
+    sweep_dir = Path(args.runs_root) / grid.name
+    outcomes = launch(specs, sweep_dir / ".submitit", cluster, parallel, grid.launcher.timeout_min)
+    failed = [o for o in outcomes if o.state == "failed"]
+    if not args.no_report:
+        _report(sweep_dir, Path(args.reports) / grid.name, f"{grid.name} ({grid.path})")
+    if failed:
+        print(f"{len(failed)} of {len(outcomes)} runs failed; fix the cause and run the sweep "
+              "again (it resumes them)", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _report(runs: Path, out: Path, title: str) -> None:
+    from analysis.ablation import write_reports
+    from analysis.collect import collect
+
+    df, problems = collect(runs)
+    for p in problems:
+        print(f"warning: {p}", file=sys.stderr)
+    if df.empty:
+        print(f"no finished runs under {runs}; no report written", file=sys.stderr)
+        return
+    table = write_reports(df, out, title)
+    from analysis.ablation import to_markdown
+
+    print(to_markdown(table))
+    print(f"wrote {out}.md, {out}.csv, {out}.png")
+
+
+def cmd_tables(args: argparse.Namespace) -> int:
+    _report(Path(args.runs), Path(args.out), str(args.runs))
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="danet", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    t = sub.add_parser("train", help="train and evaluate one run (resumes if interrupted)")
+    t.add_argument("--config", help="YAML file of config keys (see danet/config.py)")
+    t.add_argument("--run-dir", help="run folder (default: RUNS_ROOT/train/<run_id>)")
+    t.add_argument("--runs-root", default="runs")
+    t.add_argument("overrides", nargs="*", metavar="key=value", help="e.g. model.variant=pam")
+    t.set_defaults(func=cmd_train)
+
+    e = sub.add_parser("eval", help="evaluate a run folder's newest checkpoint, or a checkpoint file")
+    e.add_argument("target", help="RUN_DIR or RUN_DIR/ckpt/iter_N.pt")
+    e.add_argument("--split", default="val")
+    e.set_defaults(func=cmd_eval)
+
+    s = sub.add_parser("sweep", help="run a grid of experiments (skips done runs, resumes others)")
+    s.add_argument("grid", help="grid file, e.g. experiments/ablation.yaml")
+    s.add_argument("overrides", nargs="*", metavar="key=value", help="applied to every run")
+    s.add_argument("--cluster", choices=["local", "debug"], help="override the grid's launcher")
+    s.add_argument("--max-parallel", type=int, default=0, help="runs at once (0: grid or cores)")
+    s.add_argument("--runs-root", default="runs")
+    s.add_argument("--reports", default="reports", help="folder for <sweep>.md/.csv/.png")
+    s.add_argument("--dry-run", action="store_true", help="list the runs, launch nothing")
+    s.add_argument("--no-report", action="store_true")
+    s.set_defaults(func=cmd_sweep)
+
+    r = sub.add_parser("tables", help="ablation table and figure from every result.json in RUNS")
+    r.add_argument("runs", help="folder searched for result.json files")
+    r.add_argument("--out", default="reports/ablation", help="output path without suffix")
+    r.set_defaults(func=cmd_tables)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except DanetError as e:
+        print(f"danet {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; run the same command again to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,228 @@
+"""Typed run configuration: defaults in one flat place, YAML and `key=value` overrides checked.
+
+Every key is a dotted path (`train.lr`, `model.variant`); unknown keys and values of the
+wrong type are DanetErrors that name the key, the file it came from and the valid choices.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from danet.errors import DanetError, did_you_mean
+
+
+@dataclass
+class DataConfig:
+    name: str = "synthetic"  # the built-in procedural dataset (danet.data.synthetic); no download
+    setting: str = "context"  # context: pairs told apart only by distant cues; local: control
+    image_size: int = 176  # larger than the default backbone's receptive field (see README)
+    train_size: int = 1600  # images are generated on the fly from (seed, split, index)
+    val_size: int = 200
+    data_seed: int = 0  # the dataset is fixed across run seeds, so seeds vary only training
+    crop_size: int = 176
+    scale_range: tuple[float, float] = (0.9, 1.1)  # random rescale before the crop
+    flip: bool = True
+    num_workers: int = 0  # generating an image costs ~1 ms: workers cost more than they save
+
+
+@dataclass
+class ModelConfig:
+    backbone: str = "resnet10t_l2"  # small and fast on a CPU; resnet50 etc. for real runs
+    variant: str = "danet"  # name in the attention registry (variants.available())
+    variant_opts: dict[str, Any] = field(default_factory=dict)  # passed to variants.create
+    head_channels: int = 0  # 0: DANet's rule, backbone channels // 4
+    pretrained: str = ""  # local weights file for the backbone; empty: from scratch
+
+
+@dataclass
+class TrainConfig:
+    iterations: int = 400
+    batch_size: int = 8
+    lr: float = 0.01  # backbone lr; the head gets lr * head_lr_mult (DANet: x10)
+    head_lr_mult: float = 10.0
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    poly_power: float = 0.9  # lr = base * (1 - it / iterations) ** power, per iteration
+    loss_weights: tuple[float, ...] = (1.0, 1.0, 1.0)  # main (fused), then per-branch outputs
+    checkpoint_every: int = 100
+    log_every: int = 10
+    threads: int = 0  # torch intra-op threads; 0 leaves torch's default
+    device: str = "auto"  # auto: cuda when available, else cpu
+
+
+@dataclass
+class Config:
+    seed: int = 0  # drives init, data order and augmentation
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+
+def to_dict(cfg: Config) -> dict[str, Any]:
+    """Plain, YAML- and JSON-safe dict (tuples become lists)."""
+
+    def plain(v: Any) -> Any:
+        if isinstance(v, (list, tuple)):
+            return [plain(x) for x in v]
+        if isinstance(v, dict):
+            return {k: plain(x) for k, x in v.items()}
+        return v
+
+    return plain(dataclasses.asdict(cfg))
+
+
+def flat_keys(obj: Any = None, prefix: str = "") -> dict[str, Any]:
+    """{'train.lr': <field type>, ...} for every leaf key of the config."""
+    obj = obj or Config
+    hints = typing.get_type_hints(obj)
+    out: dict[str, Any] = {}
+    for f in dataclasses.fields(obj):
+        tp = hints[f.name]
+        if dataclasses.is_dataclass(tp):
+            out.update(flat_keys(tp, f"{prefix}{f.name}."))
+        else:
+            out[f"{prefix}{f.name}"] = tp
+    return out
+
+
+def _coerce(key: str, value: Any, tp: Any, source: str) -> Any:
+    origin = typing.get_origin(tp)
+
+    def bad() -> DanetError:
+        return DanetError(f"{source}: '{key}' must be {_type_name(tp)}, got {value!r}")
+
+    if origin in (tuple, list):
+        if not isinstance(value, (list, tuple)):
+            raise bad()
+        args = typing.get_args(tp)
+        if origin is tuple and args and args[-1] is not Ellipsis and len(args) != len(value):
+            raise DanetError(f"{source}: '{key}' needs {len(args)} values, got {value!r}")
+        item = args[0] if args else Any
+        return tuple(_coerce(key, v, item, source) for v in value)
+    if origin is dict or tp is dict:
+        if not isinstance(value, dict):
+            raise bad()
+        return dict(value)
+    if tp is Any:
+        return value
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise bad()
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise bad()
+        return float(value)
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise bad()
+        return value
+    if tp is str:
+        if not isinstance(value, str):
+            raise bad()
+        return value
+    if isinstance(tp, types.UnionType):
+        raise bad()
+    return value
+
+
+def _type_name(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin in (tuple, list):
+        return "a list"
+    if origin is dict:
+        return "a mapping"
+    return {int: "an integer", float: "a number", bool: "true or false", str: "a string"}.get(
+        tp, str(tp)
+    )
+
+
+def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{'train': {'lr': 1}} -> {'train.lr': 1}; `variant_opts` stays one mapping-valued key."""
+    keys = flat_keys()
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        path = f"{prefix}{k}"
+        if isinstance(v, dict) and path not in keys:
+            out.update(flatten(v, path + "."))
+        else:
+            out[path] = v
+    return out
+
+
+def apply(cfg: Config, overrides: dict[str, Any], source: str) -> Config:
+    """Return a copy of cfg with dotted-key overrides applied, each checked against its type."""
+    keys = flat_keys()
+    cfg = dataclasses.replace(
+        cfg, **{f.name: dataclasses.replace(getattr(cfg, f.name)) for f in dataclasses.fields(cfg)
+                if dataclasses.is_dataclass(getattr(cfg, f.name))}
+    )
+    for key, value in overrides.items():
+        if key not in keys:
+            raise DanetError(
+                f"{source}: unknown config key '{key}'{did_you_mean(key, keys)}; "
+                f"valid keys: {', '.join(keys)}"
+            )
+        *parents, leaf = key.split(".")
+        target = cfg
+        for p in parents:
+            target = getattr(target, p)
+        setattr(target, leaf, _coerce(key, value, keys[key], source))
+    return cfg
+
+
+def parse_overrides(items: list[str]) -> dict[str, Any]:
+    """['train.lr=0.02', 'model.variant=pam'] -> {'train.lr': 0.02, 'model.variant': 'pam'}."""
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise DanetError(f"override '{item}' is not key=value (for example train.lr=0.02)")
+        try:
+            out[key.strip()] = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError as e:
+            raise DanetError(f"override '{item}': value is not valid YAML ({e.problem})") from None
+    return out
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise DanetError(f"{path}: file not found") from None
+    except yaml.YAMLError as e:
+        raise DanetError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise DanetError(f"{path}: expected a mapping at the top level, got {type(data).__name__}")
+    return data
+
+
+def build(file: str | Path | None = None, overrides: list[str] | None = None) -> Config:
+    """Defaults, then a YAML file's keys, then command-line `key=value` overrides."""
+    cfg = Config()
+    if file:
+        cfg = apply(cfg, flatten(load_yaml(file)), str(file))
+    return apply(cfg, parse_overrides(overrides or []), "command line")
+
+
+def from_dict(d: dict[str, Any], source: str = "config") -> Config:
+    return apply(Config(), flatten(d), source)
+
+
+def run_id(cfg: Config) -> str:
+    """Deterministic id: readable prefix + hash of the whole resolved config."""
+    import hashlib
+    import json
+
+    digest = hashlib.sha1(json.dumps(to_dict(cfg), sort_keys=True).encode()).hexdigest()[:8]
+    return f"{cfg.model.variant}-{cfg.model.backbone}-{cfg.data.name}-s{cfg.seed}-{digest}"

@@ -1,0 +1,52 @@
+"""Datasets by name. Samples are (normalised image 3xHxW float, label HxW int64)."""
+
+from __future__ import annotations
+
+import torch
+from torch.utils.data import Dataset
+
+from danet.config import DataConfig
+from danet.data import synthetic
+from danet.data.sampler import seed_from
+from danet.data.transforms import normalize, to_tensors, train_augment
+from danet.errors import unknown_choice
+
+DATASETS = ("synthetic",)
+
+
+class SyntheticDataset(Dataset):
+    """The built-in procedural dataset (danet.data.synthetic).
+
+    Training items are looked up by (index, draw) from danet.data.sampler.ResumableSampler;
+    augmentation is seeded by (run seed, draw), so it depends on the run seed alone and a
+    resumed run sees exactly the samples an uninterrupted one would."""
+
+    classes = synthetic.CLASSES
+    ignore_index = synthetic.IGNORE
+
+    def __init__(self, cfg: DataConfig, split: str, seed: int = 0) -> None:
+        if cfg.setting not in synthetic.SETTINGS:
+            raise unknown_choice("data.setting", cfg.setting, synthetic.SETTINGS)
+        self.cfg, self.split, self.seed = cfg, split, seed
+        self.length = cfg.train_size if split == "train" else cfg.val_size
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, item: int | tuple[int, int]):
+        index, draw = item if isinstance(item, tuple) else (item, 0)
+        image, label = synthetic.generate(
+            index, self.split, self.cfg.setting, self.cfg.image_size, self.cfg.data_seed
+        )
+        img, lab = to_tensors(image, label)
+        if self.split == "train":
+            gen = torch.Generator().manual_seed(seed_from(self.seed, draw))
+            img, lab = train_augment(img, lab, self.cfg.crop_size, self.cfg.scale_range,
+                                     self.cfg.flip, gen, self.ignore_index)
+        return normalize(img), lab
+
+
+def build_dataset(cfg: DataConfig, split: str, seed: int = 0) -> Dataset:
+    if cfg.name not in DATASETS:
+        raise unknown_choice("data.name", cfg.name, DATASETS)
+    return SyntheticDataset(cfg, split, seed)

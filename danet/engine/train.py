@@ -1,0 +1,226 @@
+"""The one training loop shared by every variant: `run(cfg, run_dir)`.
+
+RUN_DIR/config.yaml   the resolved config (a different one in the same folder is an error)
+RUN_DIR/log.jsonl     one JSON object per line: train steps, resume and eval events
+RUN_DIR/ckpt/         atomic checkpoints every train.checkpoint_every iterations
+RUN_DIR/result.json   written last and atomically; its presence marks the run done
+"""
+
+from __future__ import annotations
+
+import json
+import resource
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+import yaml
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+import variants
+from danet import config as C
+from danet.data import build_dataset
+from danet.data.sampler import ResumableSampler
+from danet.engine import checkpoint
+from danet.engine.evaluate import evaluate, metrics_dict
+from danet.errors import DanetError, unknown_choice
+from danet.models import BACKBONES, Segmentor
+from danet.utils import atomic_write_bytes, atomic_write_json, device_name, git_state, seed_everything, versions
+
+SCHEMA = 1
+
+
+def check_config(cfg: C.Config) -> None:
+    """Semantic checks that need the registries; cheap, so a sweep checks every run up front."""
+    if cfg.model.backbone not in BACKBONES:
+        raise unknown_choice("model.backbone", cfg.model.backbone, BACKBONES)
+    if cfg.model.variant not in variants.available():
+        raise unknown_choice("model.variant", cfg.model.variant, variants.available())
+    variants.branch_options(cfg.model.variant, cfg.model.variant_opts)  # names the bad option
+    for branch, opts in zip(variants.info(cfg.model.variant).branches,
+                            variants.branch_options(cfg.model.variant, cfg.model.variant_opts)):
+        variants.create(branch, 8, **opts)  # options' values checked by the constructors
+    positive = {"train.iterations": cfg.train.iterations, "train.batch_size": cfg.train.batch_size,
+                "data.crop_size": cfg.data.crop_size, "data.image_size": cfg.data.image_size,
+                "train.checkpoint_every": cfg.train.checkpoint_every,
+                "train.log_every": cfg.train.log_every}
+    for key, value in positive.items():
+        if value <= 0:
+            raise DanetError(f"'{key}' must be positive, got {value}")
+    lo, hi = cfg.data.scale_range
+    if not 0 < lo <= hi:
+        raise DanetError(f"'data.scale_range' must be [low, high] with 0 < low <= high, got {[lo, hi]}")
+    if not cfg.train.loss_weights:
+        raise DanetError("'train.loss_weights' needs at least one weight (the main output's)")
+    if cfg.train.device not in ("auto", "cpu") and not cfg.train.device.startswith("cuda"):
+        raise DanetError(f"'train.device' must be auto, cpu or cuda[:N], got '{cfg.train.device}'")
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise DanetError(f"'train.device' is {name} but no CUDA device is visible; use cpu or auto")
+    return torch.device(name)
+
+
+def write_config(run_dir: Path, cfg: C.Config) -> None:
+    path = run_dir / "config.yaml"
+    text = yaml.safe_dump(C.to_dict(cfg), sort_keys=False)
+    if path.exists():
+        if C.from_dict(yaml.safe_load(path.read_text()), str(path)) != cfg:
+            raise DanetError(f"{path} holds a different config; resume with it or use another run dir")
+        return
+    atomic_write_bytes(path, text.encode())
+
+
+def poly_lr(optimizer: torch.optim.Optimizer, it: int, total: int, power: float) -> float:
+    factor = (1 - it / total) ** power
+    for group in optimizer.param_groups:
+        group["lr"] = group["initial_lr"] * factor
+    return optimizer.param_groups[0]["lr"]
+
+
+def segmentation_loss(outputs: list[torch.Tensor], target: torch.Tensor,
+                      weights: tuple[float, ...], ignore_index: int) -> tuple[torch.Tensor, list[float]]:
+    if len(weights) < len(outputs):
+        raise DanetError(f"'train.loss_weights' has {len(weights)} weights for {len(outputs)} outputs")
+    parts = [F.cross_entropy(o, target, ignore_index=ignore_index) for o in outputs]
+    total = sum(w * p for w, p in zip(weights, parts))
+    return total, [float(p.detach()) for p in parts]
+
+
+class JsonLog:
+    def __init__(self, path: Path) -> None:
+        self.file = path.open("a")
+
+    def write(self, **record: Any) -> None:
+        self.file.write(json.dumps(record) + "\n")
+        self.file.flush()
+
+    def close(self) -> None:
+        self.file.close()
+
+
+def peak_memory_mb(device: torch.device) -> tuple[float, str]:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20, "cuda max_memory_allocated"
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "process peak RSS (ru_maxrss)"
+
+
+def run(cfg: C.Config, run_dir: Path, stop_after: int | None = None, progress: bool = True) -> dict | None:
+    """Train and evaluate one run; resume from its newest checkpoint; skip it when done.
+
+    `stop_after` ends training after that iteration (after its checkpoint), as an
+    interruption would; the result is then None.
+    """
+    check_config(cfg)
+    run_dir = Path(run_dir)
+    if (run_dir / "result.json").exists():
+        return json.loads((run_dir / "result.json").read_text())
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_config(run_dir, cfg)
+    if cfg.train.threads:
+        torch.set_num_threads(cfg.train.threads)
+    device = pick_device(cfg.train.device)
+    seed_everything(cfg.seed)
+
+    train_set = build_dataset(cfg.data, "train", cfg.seed)
+    num_classes, ignore = len(train_set.classes), train_set.ignore_index
+    model = Segmentor(cfg.model, num_classes).to(device)
+    optimizer = torch.optim.SGD(
+        model.param_groups(cfg.train.lr, cfg.train.head_lr_mult),
+        lr=cfg.train.lr, momentum=cfg.train.momentum, weight_decay=cfg.train.weight_decay,
+    )
+    log = JsonLog(run_dir / "log.jsonl")
+    start, elapsed = 0, 0.0
+    state = checkpoint.latest(run_dir)
+    if state is not None:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        torch.set_rng_state(state["rng_cpu"])
+        if device.type == "cuda" and state.get("rng_cuda") is not None:
+            torch.cuda.set_rng_state(state["rng_cuda"], device)
+        start, elapsed = state["iteration"], state["elapsed"]
+        log.write(event="resume", iteration=start)
+
+    total = cfg.train.iterations
+    loader = DataLoader(
+        train_set, batch_size=cfg.train.batch_size, drop_last=True,
+        sampler=ResumableSampler(len(train_set), cfg.seed, start * cfg.train.batch_size),
+        num_workers=cfg.data.num_workers, pin_memory=device.type == "cuda",
+        persistent_workers=cfg.data.num_workers > 0,
+    )
+    batches = iter(loader)
+    model.train()
+    bar = tqdm(range(start, total), initial=start, total=total, desc=run_dir.name, disable=not progress,
+               mininterval=1.0 if sys.stderr.isatty() else 30.0, file=sys.stderr)
+    tick = time.perf_counter()
+    for it in bar:
+        img, lab = next(batches)
+        img, lab = img.to(device, non_blocking=True), lab.to(device, non_blocking=True)
+        lr = poly_lr(optimizer, it, total, cfg.train.poly_power)
+        loss, parts = segmentation_loss(model(img), lab, cfg.train.loss_weights, ignore)
+        if not torch.isfinite(loss):
+            raise RuntimeError(f"loss is {float(loss)} at iteration {it}; lower train.lr")
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        done = it + 1
+        if done % cfg.train.log_every == 0 or done == total:
+            now = time.perf_counter()
+            log.write(iteration=done, loss=float(loss.detach()), losses=parts, lr=lr, time=now - tick + elapsed)
+            bar.set_postfix(loss=f"{float(loss.detach()):.3f}")
+        if done % cfg.train.checkpoint_every == 0 or done == total or done == stop_after:
+            elapsed += time.perf_counter() - tick
+            tick = time.perf_counter()
+            checkpoint.save(run_dir, done, {
+                "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                "rng_cpu": torch.get_rng_state(),
+                "rng_cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
+                "iteration": done, "elapsed": elapsed,
+            })
+        if done == stop_after and done < total:
+            bar.close()
+            log.close()
+            return None
+    bar.close()
+    elapsed += time.perf_counter() - tick
+
+    val_set = build_dataset(cfg.data, "val", cfg.seed)
+    t_eval = time.perf_counter()
+    metrics = metrics_dict(evaluate(model, val_set, num_classes, device, ignore_index=ignore),
+                           train_set.classes)
+    log.write(event="eval", iteration=total, **{k: v for k, v in metrics.items() if k != "per_class_iou"})
+    log.close()
+    memory, memory_kind = peak_memory_mb(device)
+    result = {
+        "schema": SCHEMA,
+        "run_id": run_dir.name,
+        "config": C.to_dict(cfg),
+        "variant": cfg.model.variant,
+        "backbone": cfg.model.backbone,
+        "dataset": cfg.data.name,
+        "setting": cfg.data.setting,
+        "seed": cfg.seed,
+        "iterations": total,
+        **metrics,
+        "classes": list(train_set.classes),
+        "params": sum(p.numel() for p in model.parameters()),
+        "head_params": sum(p.numel() for p in model.head.parameters()),
+        "train_time_s": elapsed,
+        "eval_time_s": time.perf_counter() - t_eval,
+        "peak_memory_mb": memory,
+        "peak_memory_kind": memory_kind,
+        "versions": versions(),
+        "git": git_state(),
+        "device": device_name(device),
+        "threads": torch.get_num_threads(),
+        "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    atomic_write_json(run_dir / "result.json", result)
+    return result

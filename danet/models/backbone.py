@@ -1,0 +1,69 @@
+"""Dilated-FCN backbones from timm, at output stride 8 (no hub downloads)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import timm
+import torch
+from torch import nn
+
+from danet.errors import DanetError, unknown_choice
+
+
+@dataclass(frozen=True)
+class BackboneSpec:
+    timm_name: str
+    stage: int  # timm feature index returned (4 = layer4)
+    output_stride: int | None  # passed to timm; None: the stage's natural stride
+    note: str
+
+
+BACKBONES: dict[str, BackboneSpec] = {
+    # layer3 dilation 2, layer4 dilation 4 (timm's output_stride=8), as in DANet.
+    **{
+        name: BackboneSpec(name, 4, 8, note)
+        for name, note in (
+            ("resnet18", "basic blocks, 512 channels"),
+            ("resnet34", "basic blocks, 512 channels"),
+            ("resnet50", "torchvision-style stem, 2048 channels"),
+            ("resnet101", "torchvision-style stem, 2048 channels"),
+            ("resnet50s", "deep stem 64-64-128 (PyTorch-Encoding, the official DANet)"),
+            ("resnet101s", "deep stem 64-64-128 (PyTorch-Encoding, the official DANet)"),
+            ("resnet50c", "deep stem 32-32-64 (mmsegmentation ResNetV1c)"),
+            ("resnet101c", "deep stem 32-32-64 (mmsegmentation ResNetV1c)"),
+        )
+    },
+    # The CPU backbone: timm resnet10t cut after layer2, stride 8 without dilation, 128
+    # channels. Receptive field 67 px (99 px with the head's two 3x3 convs), measured by
+    # tests/test_model.py::test_receptive_field.
+    "resnet10t_l2": BackboneSpec("resnet10t", 2, None, "resnet10t up to layer2, 128 channels"),
+}
+
+
+class Backbone(nn.Module):
+    """A timm feature extractor returning one stride-8 feature map."""
+
+    def __init__(self, name: str, pretrained: str = "") -> None:
+        super().__init__()
+        if name not in BACKBONES:
+            raise unknown_choice("backbone", name, BACKBONES)
+        spec = BACKBONES[name]
+        kwargs: dict = dict(features_only=True, out_indices=(spec.stage,))
+        if spec.output_stride:
+            kwargs["output_stride"] = spec.output_stride
+        if pretrained:
+            if not Path(pretrained).is_file():
+                raise DanetError(
+                    f"model.pretrained: weights file '{pretrained}' not found; give a local "
+                    "file path or leave it empty to train from scratch"
+                )
+            # timm reads the local file; `checkpoint_path=` fails with features_only.
+            kwargs.update(pretrained=True, pretrained_cfg_overlay=dict(file=str(pretrained)))
+        self.body = timm.create_model(spec.timm_name, **kwargs)
+        self.out_channels: int = self.body.feature_info.channels()[-1]
+        self.stride: int = self.body.feature_info.reduction()[-1] if not spec.output_stride else 8
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x)[-1]

@@ -1,0 +1,52 @@
+"""The DANet head skeleton (REFERENCE.md section 1) with its attention slot from the registry.
+
+Official layout for the dual module: conv5a -> sa -> conv51 -> conv6 and conv5c -> sc ->
+conv52 -> conv7 in parallel, conv8 on the sum. A single-module variant (none, pam, cam, ...)
+keeps the first branch only: conv5a -> sa -> conv51 -> conv8. So the reduce and fuse
+convolutions are the same whatever the module, and `none` is the dilated-FCN baseline.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+import variants
+
+
+def conv_bn_relu(cin: int, cout: int) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU())
+
+
+def classifier(cin: int, num_classes: int) -> nn.Sequential:
+    return nn.Sequential(nn.Dropout2d(0.1), nn.Conv2d(cin, num_classes, 1))
+
+
+class DANetHead(nn.Module):
+    def __init__(
+        self, in_channels: int, num_classes: int, variant: str = "danet",
+        variant_opts: dict | None = None, inter_channels: int = 0,
+    ) -> None:
+        super().__init__()
+        inter = inter_channels or in_channels // 4
+        branches = variants.info(variant).branches
+        opts = variants.branch_options(variant, variant_opts or {})
+        self.conv5a = conv_bn_relu(in_channels, inter)
+        self.sa = variants.create(branches[0], inter, **opts[0])
+        self.conv51 = conv_bn_relu(inter, inter)
+        if len(branches) == 2:
+            self.conv5c = conv_bn_relu(in_channels, inter)
+            self.sc = variants.create(branches[1], inter, **opts[1])
+            self.conv52 = conv_bn_relu(inter, inter)
+            self.conv6 = classifier(inter, num_classes)
+            self.conv7 = classifier(inter, num_classes)
+        self.conv8 = classifier(inter, num_classes)
+        self.num_outputs = 3 if len(branches) == 2 else 1
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Logits at feature resolution: [fused] or [fused, sa branch, sc branch]."""
+        sa_conv = self.conv51(self.sa(self.conv5a(x)))
+        if self.num_outputs == 1:
+            return [self.conv8(sa_conv)]
+        sc_conv = self.conv52(self.sc(self.conv5c(x)))
+        return [self.conv8(sa_conv + sc_conv), self.conv6(sa_conv), self.conv7(sc_conv)]

@@ -1,0 +1,114 @@
+"""Grid files (experiments/*.yaml) -> fully resolved runs with deterministic ids.
+
+A grid file has four keys:
+  name:     the sweep's name; runs go to RUNS_ROOT/<name>/<run_id>/, reports to reports/<name>.*
+  config:   overrides applied to every run (nested mapping of danet.config keys)
+  grid:     dotted config key -> list of values; one run per element of the cartesian product
+  launcher: how to launch (see Launcher)
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from danet import config as C
+from danet.engine.train import check_config
+from danet.errors import DanetError, did_you_mean, unknown_choice
+
+CLUSTERS = ("local", "debug")
+
+
+@dataclass
+class Launcher:
+    cluster: str = "local"  # local: subprocesses on this machine; debug: in this process
+    max_parallel: int = 0  # runs at once; 0: the machine's cores // train.threads
+    timeout_min: int = 120  # submitit kills a local job after this (its default is 2 minutes)
+
+
+@dataclass
+class RunSpec:
+    run_id: str
+    cfg: C.Config
+    run_dir: Path
+    axes: dict[str, Any] = field(default_factory=dict)  # this run's grid values
+
+
+@dataclass
+class Grid:
+    name: str
+    path: Path
+    base: dict[str, Any]
+    axes: dict[str, list[Any]]
+    launcher: Launcher
+
+
+TOP_KEYS = ("name", "config", "grid", "launcher")
+
+
+def load_grid(path: str | Path) -> Grid:
+    path = Path(path)
+    data = C.load_yaml(path)
+    for key in data:
+        if key not in TOP_KEYS:
+            raise DanetError(f"{path}: unknown key '{key}'{did_you_mean(key, TOP_KEYS)}; "
+                             f"valid: {', '.join(TOP_KEYS)}")
+    name = data.get("name") or path.stem
+    if not isinstance(name, str) or "/" in name:
+        raise DanetError(f"{path}: 'name' must be a plain string (a folder name), got {name!r}")
+    base = data.get("config") or {}
+    axes = data.get("grid") or {}
+    if not isinstance(base, dict):
+        raise DanetError(f"{path}: 'config' must be a mapping of config keys")
+    if not isinstance(axes, dict):
+        raise DanetError(f"{path}: 'grid' must map config keys to lists of values")
+    for key, values in axes.items():
+        if not isinstance(values, list) or not values:
+            raise DanetError(f"{path}: grid axis '{key}' must be a non-empty list, got {values!r}")
+    launcher = _launcher(data.get("launcher") or {}, path)
+    return Grid(name, path, base, axes, launcher)
+
+
+def _launcher(d: dict[str, Any], path: Path) -> Launcher:
+    valid = {f.name: f for f in fields(Launcher)}
+    out = Launcher()
+    for key, value in d.items():
+        if key not in valid:
+            raise DanetError(f"{path}: unknown launcher key '{key}'{did_you_mean(key, valid)}; "
+                             f"valid: {', '.join(valid)}")
+        expected = type(getattr(out, key))
+        if not isinstance(value, expected) or isinstance(value, bool):
+            raise DanetError(f"{path}: launcher.{key} must be {expected.__name__}, got {value!r}")
+        setattr(out, key, value)
+    if out.cluster not in CLUSTERS:
+        raise unknown_choice(f"launcher.cluster in {path}", out.cluster, CLUSTERS)
+    return out
+
+
+def expand(grid: Grid, runs_root: Path, overrides: list[str] | None = None) -> list[RunSpec]:
+    """One RunSpec per grid point, in the file's axis order; each config checked up front."""
+    base = C.apply(C.Config(), C.flatten(grid.base), f"{grid.path} (config)")
+    base = C.apply(base, C.parse_overrides(overrides or []), "command line")
+    keys = list(grid.axes)
+    specs: list[RunSpec] = []
+    for values in itertools.product(*(grid.axes[k] for k in keys)):
+        point = dict(zip(keys, values))
+        cfg = C.apply(base, point, f"{grid.path} (grid)")
+        try:
+            check_config(cfg)
+        except DanetError as e:
+            raise DanetError(f"{grid.path}: grid point {point}: {e}") from None
+        rid = C.run_id(cfg)
+        specs.append(RunSpec(rid, cfg, runs_root / grid.name / rid, point))
+    ids = [s.run_id for s in specs]
+    if len(set(ids)) != len(ids):
+        raise DanetError(f"{grid.path}: two grid points resolve to the same config; remove the repeat")
+    return specs
+
+
+def default_parallel(cfg: C.Config) -> int:
+    threads = cfg.train.threads or 1
+    return max(1, (os.cpu_count() or 1) // threads)
