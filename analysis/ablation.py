@@ -22,31 +22,41 @@ def ablation_table(df: pd.DataFrame) -> pd.DataFrame:
     df = df.assign(miou=100 * df["miou"], pixel_accuracy=100 * df["pixel_accuracy"])
     table = (
         df.groupby(GROUP + ["variant"], sort=False)
-        .agg(miou_mean=("miou", "mean"), miou_std=("miou", "std"), n=("seed", "nunique"),
-             pixel_acc=("pixel_accuracy", "mean"), params_m=("params", "first"),
-             train_time_s=("train_time_s", "mean"))
+        .agg(
+            miou_mean=("miou", "mean"),
+            miou_std=("miou", "std"),
+            n=("seed", "nunique"),
+            pixel_acc=("pixel_accuracy", "mean"),
+            params_m=("params", "first"),
+            train_time_s=("train_time_s", "mean"),
+        )
         .reset_index()
     )
     table["params_m"] = table["params_m"] / 1e6
     base = table[table["variant"] == BASELINE].set_index(GROUP)["miou_mean"]
     table["delta_vs_none"] = table.apply(
-        lambda r: r["miou_mean"] - base.get(tuple(r[g] for g in GROUP), float("nan")), axis=1)
+        lambda r: r["miou_mean"] - base.get(tuple(r[g] for g in GROUP), float("nan")), axis=1
+    )
     return table
 
 
 def to_markdown(table: pd.DataFrame) -> str:
-    shown = pd.DataFrame({
-        "setting": table["setting"],
-        "backbone": table["backbone"],
-        "variant": table["variant"],
-        "mIoU (%)": [f"{m:.2f} ± {s:.2f}" if s == s else f"{m:.2f}"
-                     for m, s in zip(table["miou_mean"], table["miou_std"])],
-        "n": table["n"],
-        "Δ vs none": [f"{d:+.2f}" if d == d else "" for d in table["delta_vs_none"]],
-        "pixel acc (%)": table["pixel_acc"].map("{:.2f}".format),
-        "params (M)": table["params_m"].map("{:.3f}".format),
-        "train time (s)": table["train_time_s"].map("{:.0f}".format),
-    })
+    shown = pd.DataFrame(
+        {
+            "setting": table["setting"],
+            "backbone": table["backbone"],
+            "variant": table["variant"],
+            "mIoU (%)": [
+                f"{m:.2f} ± {s:.2f}" if s == s else f"{m:.2f}"
+                for m, s in zip(table["miou_mean"], table["miou_std"])
+            ],
+            "n": table["n"],
+            "Δ vs none": [f"{d:+.2f}" if d == d else "" for d in table["delta_vs_none"]],
+            "pixel acc (%)": table["pixel_acc"].map("{:.2f}".format),
+            "params (M)": table["params_m"].map("{:.3f}".format),
+            "train time (s)": table["train_time_s"].map("{:.0f}".format),
+        }
+    )
     return shown.to_markdown(index=False)
 
 
@@ -56,12 +66,36 @@ def plot(df: pd.DataFrame, path: Path) -> None:
     order += sorted(set(df["variant"]) - set(order))
     settings = list(dict.fromkeys(df["setting"]))
     fig, ax = plt.subplots(figsize=(1.6 + 1.3 * len(order), 3.6))
-    sns.barplot(df, x="variant", y="miou", hue="setting", hue_order=settings, order=order,
-                errorbar="sd", capsize=0.15, alpha=0.75, ax=ax)
-    sns.stripplot(df, x="variant", y="miou", hue="setting", hue_order=settings, order=order,
-                  dodge=True, color="black", size=4, legend=False, ax=ax)
-    ax.set(xlabel="attention variant", ylabel="val mIoU (%)",
-           title="mean ± std over seeds (dots: single seeds)")
+    sns.barplot(
+        df,
+        x="variant",
+        y="miou",
+        hue="setting",
+        hue_order=settings,
+        order=order,
+        errorbar="sd",
+        capsize=0.15,
+        alpha=0.75,
+        ax=ax,
+    )
+    sns.stripplot(
+        df,
+        x="variant",
+        y="miou",
+        hue="setting",
+        hue_order=settings,
+        order=order,
+        dodge=True,
+        color="black",
+        size=4,
+        legend=False,
+        ax=ax,
+    )
+    ax.set(
+        xlabel="attention variant",
+        ylabel="val mIoU (%)",
+        title="mean ± std over seeds (dots: single seeds)",
+    )
     lo = df["miou"].min()
     ax.set_ylim(max(0, lo - 10), min(100, df["miou"].max() + 5))
     fig.tight_layout()

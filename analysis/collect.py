@@ -12,8 +12,21 @@ from pathlib import Path
 import pandas as pd
 
 SCHEMA = 1
-COLUMNS = ("run_id", "variant", "backbone", "dataset", "setting", "seed", "iterations", "miou",
-           "pixel_accuracy", "params", "head_params", "train_time_s", "peak_memory_mb")
+COLUMNS = (
+    "run_id",
+    "variant",
+    "backbone",
+    "dataset",
+    "setting",
+    "seed",
+    "iterations",
+    "miou",
+    "pixel_accuracy",
+    "params",
+    "head_params",
+    "train_time_s",
+    "peak_memory_mb",
+)
 
 
 def collect(*roots: str | Path) -> tuple[pd.DataFrame, list[str]]:

@@ -19,8 +19,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     run_dir = Path(args.run_dir) if args.run_dir else Path(args.runs_root) / "train" / C.run_id(cfg)
     print(f"run dir: {run_dir}")
     result = run(cfg, run_dir)
-    print(f"mIoU {100 * result['miou']:.2f}  pixel acc {100 * result['pixel_accuracy']:.2f}  "
-          f"({run_dir / 'result.json'})")
+    print(
+        f"mIoU {100 * result['miou']:.2f}  pixel acc {100 * result['pixel_accuracy']:.2f}  "
+        f"({run_dir / 'result.json'})"
+    )
     return 0
 
 
@@ -50,8 +52,11 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     if not args.no_report:
         _report(sweep_dir, Path(args.reports) / grid.name, f"{grid.name} ({grid.path})")
     if failed:
-        print(f"{len(failed)} of {len(outcomes)} runs failed; fix the cause and run the sweep "
-              "again (it resumes them)", file=sys.stderr)
+        print(
+            f"{len(failed)} of {len(outcomes)} runs failed; fix the cause and run the sweep "
+            "again (it resumes them)",
+            file=sys.stderr,
+        )
         return 1
     return 0
 
@@ -89,7 +94,9 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("overrides", nargs="*", metavar="key=value", help="e.g. model.variant=pam")
     t.set_defaults(func=cmd_train)
 
-    e = sub.add_parser("eval", help="evaluate a run folder's newest checkpoint, or a checkpoint file")
+    e = sub.add_parser(
+        "eval", help="evaluate a run folder's newest checkpoint, or a checkpoint file"
+    )
     e.add_argument("target", help="RUN_DIR or RUN_DIR/ckpt/iter_N.pt")
     e.add_argument("--split", default="val")
     e.set_defaults(func=cmd_eval)
@@ -113,7 +120,16 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    p = parser()
+    args, extra = p.parse_known_args(argv)
+    # key=value overrides may come after options too (argparse alone takes them only before)
+    unknown = [
+        a for a in extra if a.startswith("-") or "=" not in a or not hasattr(args, "overrides")
+    ]
+    if unknown:
+        p.error(f"unrecognized arguments: {' '.join(unknown)}")
+    if extra:
+        args.overrides = list(args.overrides) + extra
     try:
         return args.func(args)
     except DanetError as e:

@@ -34,7 +34,7 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
-    backbone: str = "resnet10t_l2"  # small and fast on a CPU; resnet50 etc. for real runs
+    backbone: str = "tiny"  # small and fast on a CPU; resnet50 etc. for real runs
     variant: str = "danet"  # name in the attention registry (variants.available())
     variant_opts: dict[str, Any] = field(default_factory=dict)  # passed to variants.create
     head_channels: int = 0  # 0: DANet's rule, backbone channels // 4
@@ -117,6 +117,11 @@ def _coerce(key: str, value: Any, tp: Any, source: str) -> Any:
             raise bad()
         return value
     if tp is float:
+        if isinstance(value, str):  # YAML 1.1 reads 1e-3 (no dot) as a string
+            try:
+                return float(value)
+            except ValueError:
+                raise bad() from None
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise bad()
         return float(value)
@@ -161,8 +166,12 @@ def apply(cfg: Config, overrides: dict[str, Any], source: str) -> Config:
     """Return a copy of cfg with dotted-key overrides applied, each checked against its type."""
     keys = flat_keys()
     cfg = dataclasses.replace(
-        cfg, **{f.name: dataclasses.replace(getattr(cfg, f.name)) for f in dataclasses.fields(cfg)
-                if dataclasses.is_dataclass(getattr(cfg, f.name))}
+        cfg,
+        **{
+            f.name: dataclasses.replace(getattr(cfg, f.name))
+            for f in dataclasses.fields(cfg)
+            if dataclasses.is_dataclass(getattr(cfg, f.name))
+        },
     )
     for key, value in overrides.items():
         if key not in keys:

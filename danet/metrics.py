@@ -19,12 +19,21 @@ class ConfusionMatrix:
 
     def update(self, pred: torch.Tensor, target: torch.Tensor) -> None:
         if pred.shape != target.shape:
-            raise ValueError(f"prediction shape {tuple(pred.shape)} != target {tuple(target.shape)}")
-        pred, target = pred.flatten().to("cpu", torch.int64), target.flatten().to("cpu", torch.int64)
+            raise ValueError(
+                f"prediction shape {tuple(pred.shape)} != target {tuple(target.shape)}"
+            )
+        pred, target = (
+            pred.flatten().to("cpu", torch.int64),
+            target.flatten().to("cpu", torch.int64),
+        )
         keep = target != self.ignore_index
         pred, target = pred[keep], target[keep]
-        if target.numel() and (target.max() >= self.num_classes or target.min() < 0 or pred.max() >= self.num_classes):
-            raise ValueError(f"a label or prediction lies outside [0, {self.num_classes}) and is not ignore")
+        if target.numel() and (
+            target.max() >= self.num_classes or target.min() < 0 or pred.max() >= self.num_classes
+        ):
+            raise ValueError(
+                f"a label or prediction lies outside [0, {self.num_classes}) and is not ignore"
+            )
         n = self.num_classes
         self.mat += torch.bincount(target * n + pred, minlength=n * n).view(n, n)
 
@@ -37,7 +46,9 @@ class ConfusionMatrix:
         mat = self.mat.double()
         inter = mat.diag()
         union = mat.sum(0) + mat.sum(1) - inter
-        return torch.where(union > 0, inter / union.clamp(min=1), torch.full_like(inter, float("nan")))
+        return torch.where(
+            union > 0, inter / union.clamp(min=1), torch.full_like(inter, float("nan"))
+        )
 
     def miou(self) -> float:
         """Mean IoU over the classes that occur (in ground truth or prediction)."""

@@ -54,8 +54,10 @@ def load_grid(path: str | Path) -> Grid:
     data = C.load_yaml(path)
     for key in data:
         if key not in TOP_KEYS:
-            raise DanetError(f"{path}: unknown key '{key}'{did_you_mean(key, TOP_KEYS)}; "
-                             f"valid: {', '.join(TOP_KEYS)}")
+            raise DanetError(
+                f"{path}: unknown key '{key}'{did_you_mean(key, TOP_KEYS)}; "
+                f"valid: {', '.join(TOP_KEYS)}"
+            )
     name = data.get("name") or path.stem
     if not isinstance(name, str) or "/" in name:
         raise DanetError(f"{path}: 'name' must be a plain string (a folder name), got {name!r}")
@@ -77,8 +79,10 @@ def _launcher(d: dict[str, Any], path: Path) -> Launcher:
     out = Launcher()
     for key, value in d.items():
         if key not in valid:
-            raise DanetError(f"{path}: unknown launcher key '{key}'{did_you_mean(key, valid)}; "
-                             f"valid: {', '.join(valid)}")
+            raise DanetError(
+                f"{path}: unknown launcher key '{key}'{did_you_mean(key, valid)}; "
+                f"valid: {', '.join(valid)}"
+            )
         expected = type(getattr(out, key))
         if not isinstance(value, expected) or isinstance(value, bool):
             raise DanetError(f"{path}: launcher.{key} must be {expected.__name__}, got {value!r}")
@@ -105,7 +109,9 @@ def expand(grid: Grid, runs_root: Path, overrides: list[str] | None = None) -> l
         specs.append(RunSpec(rid, cfg, runs_root / grid.name / rid, point))
     ids = [s.run_id for s in specs]
     if len(set(ids)) != len(ids):
-        raise DanetError(f"{grid.path}: two grid points resolve to the same config; remove the repeat")
+        raise DanetError(
+            f"{grid.path}: two grid points resolve to the same config; remove the repeat"
+        )
     return specs
 
 

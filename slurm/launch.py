@@ -46,12 +46,20 @@ class Outcome:
     log: str = ""
 
 
-def launch(specs: list[RunSpec], folder: Path, cluster: str, max_parallel: int,
-           timeout_min: int, echo=print) -> list[Outcome]:
+def launch(
+    specs: list[RunSpec],
+    folder: Path,
+    cluster: str,
+    max_parallel: int,
+    timeout_min: int,
+    echo=print,
+) -> list[Outcome]:
     todo = [s for s in specs if not is_done(s)]
     outcomes = [Outcome(s, "done") for s in specs if is_done(s)]
-    echo(f"{len(specs)} runs: {len(outcomes)} done, {len(todo)} to run "
-         f"({max_parallel} at once, {cluster} executor)")
+    echo(
+        f"{len(specs)} runs: {len(outcomes)} done, {len(todo)} to run "
+        f"({max_parallel} at once, {cluster} executor)"
+    )
     if not todo:
         return outcomes
     executor = submitit.AutoExecutor(folder=folder, cluster=cluster)
@@ -73,13 +81,22 @@ def launch(specs: list[RunSpec], folder: Path, cluster: str, max_parallel: int,
     return outcomes
 
 
+def job_error(text: str) -> str:
+    """The last line of the job's own traceback inside submitit's FailedJobError text, which
+    frames it between dashed lines and appends the log paths."""
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    rules = [i for i, ln in enumerate(lines) if set(ln) == {"-"}]
+    if len(rules) >= 2:
+        lines = lines[rules[0] + 1 : rules[1]]
+    return lines[-1] if lines else ""
+
+
 def _finish(job: submitit.Job, spec: RunSpec, echo) -> Outcome:
     log = str(job.paths.stderr) if hasattr(job, "paths") else ""
     try:
         miou = job.result()
     except Exception as e:  # the job's own exception, re-raised by submitit with its traceback
-        lines = [ln for ln in str(e).strip().splitlines() if ln.strip()]
-        message = lines[-1] if lines else type(e).__name__
+        message = job_error(str(e)) or type(e).__name__
         echo(f"  FAILED {spec.run_id}: {message}  (log: {os.path.relpath(log) if log else '-'})")
         return Outcome(spec, "failed", message, log)
     echo(f"  done   {spec.run_id}  mIoU {100 * miou:.2f}")

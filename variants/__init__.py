@@ -44,9 +44,19 @@ _REGISTRY: dict[str, VariantInfo] = {
     v.name: v
     for v in (
         VariantInfo("none", Identity, "baseline", "nothing", "0", "dilated FCN", ("none",)),
-        VariantInfo("pam", PAM, "danet", "positions", "N^2 (C/8 + C) + 2 N C^2 (1+1/8)", DANET_PAPER, ("pam",)),
+        VariantInfo(
+            "pam",
+            PAM,
+            "danet",
+            "positions",
+            "N^2 (C/8 + C) + 2 N C^2 (1+1/8)",
+            DANET_PAPER,
+            ("pam",),
+        ),
         VariantInfo("cam", CAM, "danet", "channels", "2 N C^2", DANET_PAPER, ("cam",)),
-        VariantInfo("danet", DualAttention, "danet", "both", "pam + cam", DANET_PAPER, ("pam", "cam")),
+        VariantInfo(
+            "danet", DualAttention, "danet", "both", "pam + cam", DANET_PAPER, ("pam", "cam")
+        ),
     )
 }
 

@@ -41,8 +41,15 @@ class SyntheticDataset(Dataset):
         img, lab = to_tensors(image, label)
         if self.split == "train":
             gen = torch.Generator().manual_seed(seed_from(self.seed, draw))
-            img, lab = train_augment(img, lab, self.cfg.crop_size, self.cfg.scale_range,
-                                     self.cfg.flip, gen, self.ignore_index)
+            img, lab = train_augment(
+                img,
+                lab,
+                self.cfg.crop_size,
+                self.cfg.scale_range,
+                self.cfg.flip,
+                gen,
+                self.ignore_index,
+            )
         return normalize(img), lab
 
 

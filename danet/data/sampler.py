@@ -29,8 +29,9 @@ class ResumableSampler(Sampler):
         draw = self.start + self.rank
         while True:
             epoch, pos = divmod(draw, self.length)
-            perm = torch.randperm(self.length, generator=torch.Generator().manual_seed(
-                seed_from(self.seed, epoch)))
+            perm = torch.randperm(
+                self.length, generator=torch.Generator().manual_seed(seed_from(self.seed, epoch))
+            )
             while pos < self.length:
                 yield int(perm[pos]), draw
                 draw += self.world

@@ -26,12 +26,20 @@ from __future__ import annotations
 
 import numpy as np
 
-CLASSES = ("background", "square/warm", "square/cool", "disc/solid-key", "disc/checked-key",
-           "band/warm", "band/cool", "key")
+CLASSES = (
+    "background",
+    "square/warm",
+    "square/cool",
+    "disc/solid-key",
+    "disc/checked-key",
+    "band/warm",
+    "band/cool",
+    "key",
+)
 SETTINGS = ("context", "local")
 AMBIGUOUS_PAIRS = ((1, 2), (3, 4))  # locally identical in the context setting
 IGNORE = 255
-BAND = 32  # band height in px at image_size 176; everything scales with image_size
+BAND = 44  # band height in px at image_size 176; everything scales with image_size
 MARGIN = 56  # px between the band and the object zone at image_size 176
 WARM, COOL = (200, 90, 40), (40, 90, 200)
 HUES = ((225, 215, 40), (40, 215, 215), (215, 40, 215), (60, 200, 60))
@@ -80,7 +88,7 @@ def generate(index: int, split: str, setting: str = "context", size: int = 176, 
     for hue, is_solid, slot in zip(hues, solid, slots):
         x0 = round((slot + 0.5) * size / 3 - kw / 2 + rng.integers(-6, 7) * s)
         key = np.zeros((size, size), bool)
-        key[y0:y0 + kh, x0:x0 + kw] = True
+        key[y0 : y0 + kh, x0 : x0 + kw] = True
         _paint(img, lab, key, key, HUES[hue], 7, rng)
         if not is_solid:  # checked: dark 4x4 checks over the hue
             yy, xx = np.nonzero(key)
@@ -100,15 +108,18 @@ def generate(index: int, split: str, setting: str = "context", size: int = 176, 
         mask = np.zeros((size, size), bool)
         ring = mask.copy()
         mask[y0:y1, x0:x1] = True
-        ring[max(y0 - 1, 0):y1 + 1, max(x0 - 1, 0):x1 + 1] = True
-        _paint(img, lab, mask, ring, (SQUARE_GREY,) * 3, 1 if warm else 2, rng, stripes and not warm)
+        ring[max(y0 - 1, 0) : y1 + 1, max(x0 - 1, 0) : x1 + 1] = True
+        _paint(
+            img, lab, mask, ring, (SQUARE_GREY,) * 3, 1 if warm else 2, rng, stripes and not warm
+        )
     for hue, is_solid in zip(hues, solid):  # two discs per hue
         for _ in range(3):
             r = float(np.exp(rng.uniform(np.log(6 * s), np.log(24 * s))))
             cy, cx = place(r + 1)
             mask, ring = _disc(size, size, cy, cx, r), _disc(size, size, cy, cx, r + 1)
-            _paint(img, lab, mask, ring, HUES[hue], 3 if is_solid else 4, rng,
-                   stripes and not is_solid)
+            _paint(
+                img, lab, mask, ring, HUES[hue], 3 if is_solid else 4, rng, stripes and not is_solid
+            )
     return np.clip(img, 0, 255).astype(np.uint8), lab
 
 

@@ -21,8 +21,15 @@ def normalize(img: torch.Tensor) -> torch.Tensor:
     return TF.normalize(img, mean=[0.485, 0.456, 0.406], std=[0.229, 0.224, 0.225])
 
 
-def train_augment(img: torch.Tensor, lab: torch.Tensor, crop: int, scale_range, flip: bool,
-                  gen: torch.Generator, ignore_index: int = 255):
+def train_augment(
+    img: torch.Tensor,
+    lab: torch.Tensor,
+    crop: int,
+    scale_range,
+    flip: bool,
+    gen: torch.Generator,
+    ignore_index: int = 255,
+):
     lo, hi = scale_range
     scale = lo + (hi - lo) * float(torch.rand((), generator=gen))
     h, w = img.shape[-2:]
@@ -36,7 +43,7 @@ def train_augment(img: torch.Tensor, lab: torch.Tensor, crop: int, scale_range, 
     h, w = img.shape[-2:]
     y = int(torch.randint(h - crop + 1, (), generator=gen))
     x = int(torch.randint(w - crop + 1, (), generator=gen))
-    img, lab = img[:, y:y + crop, x:x + crop], lab[y:y + crop, x:x + crop]
+    img, lab = img[:, y : y + crop, x : x + crop], lab[y : y + crop, x : x + crop]
     if flip and float(torch.rand((), generator=gen)) < 0.5:
         img, lab = img.flip(-1), lab.flip(-1)
     return img, lab

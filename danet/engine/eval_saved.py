@@ -31,6 +31,7 @@ def evaluate_saved(target: Path, split: str = "val") -> dict:
     model = Segmentor(cfg.model, len(dataset.classes))
     model.load_state_dict(state["model"])
     device = pick_device(cfg.train.device)
-    cm = evaluate(model.to(device), dataset, len(dataset.classes), device,
-                  ignore_index=dataset.ignore_index)
+    cm = evaluate(
+        model.to(device), dataset, len(dataset.classes), device, ignore_index=dataset.ignore_index
+    )
     return {"iteration": state["iteration"], "split": split, **metrics_dict(cm, dataset.classes)}

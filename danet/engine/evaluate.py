@@ -10,8 +10,14 @@ from danet.metrics import ConfusionMatrix
 
 
 @torch.inference_mode()
-def evaluate(model: nn.Module, dataset: Dataset, num_classes: int, device: torch.device,
-             batch_size: int = 8, ignore_index: int = 255) -> ConfusionMatrix:
+def evaluate(
+    model: nn.Module,
+    dataset: Dataset,
+    num_classes: int,
+    device: torch.device,
+    batch_size: int = 8,
+    ignore_index: int = 255,
+) -> ConfusionMatrix:
     """Argmax of the main (fused) output on every whole image; eval mode restored after."""
     was_training = model.training
     model.eval()

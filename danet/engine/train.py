@@ -29,7 +29,14 @@ from danet.engine import checkpoint
 from danet.engine.evaluate import evaluate, metrics_dict
 from danet.errors import DanetError, unknown_choice
 from danet.models import BACKBONES, Segmentor
-from danet.utils import atomic_write_bytes, atomic_write_json, device_name, git_state, seed_everything, versions
+from danet.utils import (
+    atomic_write_bytes,
+    atomic_write_json,
+    device_name,
+    git_state,
+    seed_everything,
+    versions,
+)
 
 SCHEMA = 1
 
@@ -41,19 +48,27 @@ def check_config(cfg: C.Config) -> None:
     if cfg.model.variant not in variants.available():
         raise unknown_choice("model.variant", cfg.model.variant, variants.available())
     variants.branch_options(cfg.model.variant, cfg.model.variant_opts)  # names the bad option
-    for branch, opts in zip(variants.info(cfg.model.variant).branches,
-                            variants.branch_options(cfg.model.variant, cfg.model.variant_opts)):
+    for branch, opts in zip(
+        variants.info(cfg.model.variant).branches,
+        variants.branch_options(cfg.model.variant, cfg.model.variant_opts),
+    ):
         variants.create(branch, 8, **opts)  # options' values checked by the constructors
-    positive = {"train.iterations": cfg.train.iterations, "train.batch_size": cfg.train.batch_size,
-                "data.crop_size": cfg.data.crop_size, "data.image_size": cfg.data.image_size,
-                "train.checkpoint_every": cfg.train.checkpoint_every,
-                "train.log_every": cfg.train.log_every}
+    positive = {
+        "train.iterations": cfg.train.iterations,
+        "train.batch_size": cfg.train.batch_size,
+        "data.crop_size": cfg.data.crop_size,
+        "data.image_size": cfg.data.image_size,
+        "train.checkpoint_every": cfg.train.checkpoint_every,
+        "train.log_every": cfg.train.log_every,
+    }
     for key, value in positive.items():
         if value <= 0:
             raise DanetError(f"'{key}' must be positive, got {value}")
     lo, hi = cfg.data.scale_range
     if not 0 < lo <= hi:
-        raise DanetError(f"'data.scale_range' must be [low, high] with 0 < low <= high, got {[lo, hi]}")
+        raise DanetError(
+            f"'data.scale_range' must be [low, high] with 0 < low <= high, got {[lo, hi]}"
+        )
     if not cfg.train.loss_weights:
         raise DanetError("'train.loss_weights' needs at least one weight (the main output's)")
     if cfg.train.device not in ("auto", "cpu") and not cfg.train.device.startswith("cuda"):
@@ -73,7 +88,9 @@ def write_config(run_dir: Path, cfg: C.Config) -> None:
     text = yaml.safe_dump(C.to_dict(cfg), sort_keys=False)
     if path.exists():
         if C.from_dict(yaml.safe_load(path.read_text()), str(path)) != cfg:
-            raise DanetError(f"{path} holds a different config; resume with it or use another run dir")
+            raise DanetError(
+                f"{path} holds a different config; resume with it or use another run dir"
+            )
         return
     atomic_write_bytes(path, text.encode())
 
@@ -85,10 +102,13 @@ def poly_lr(optimizer: torch.optim.Optimizer, it: int, total: int, power: float)
     return optimizer.param_groups[0]["lr"]
 
 
-def segmentation_loss(outputs: list[torch.Tensor], target: torch.Tensor,
-                      weights: tuple[float, ...], ignore_index: int) -> tuple[torch.Tensor, list[float]]:
+def segmentation_loss(
+    outputs: list[torch.Tensor], target: torch.Tensor, weights: tuple[float, ...], ignore_index: int
+) -> tuple[torch.Tensor, list[float]]:
     if len(weights) < len(outputs):
-        raise DanetError(f"'train.loss_weights' has {len(weights)} weights for {len(outputs)} outputs")
+        raise DanetError(
+            f"'train.loss_weights' has {len(weights)} weights for {len(outputs)} outputs"
+        )
     parts = [F.cross_entropy(o, target, ignore_index=ignore_index) for o in outputs]
     total = sum(w * p for w, p in zip(weights, parts))
     return total, [float(p.detach()) for p in parts]
@@ -112,7 +132,9 @@ def peak_memory_mb(device: torch.device) -> tuple[float, str]:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "process peak RSS (ru_maxrss)"
 
 
-def run(cfg: C.Config, run_dir: Path, stop_after: int | None = None, progress: bool = True) -> dict | None:
+def run(
+    cfg: C.Config, run_dir: Path, stop_after: int | None = None, progress: bool = True
+) -> dict | None:
     """Train and evaluate one run; resume from its newest checkpoint; skip it when done.
 
     `stop_after` ends training after that iteration (after its checkpoint), as an
@@ -134,7 +156,9 @@ def run(cfg: C.Config, run_dir: Path, stop_after: int | None = None, progress: b
     model = Segmentor(cfg.model, num_classes).to(device)
     optimizer = torch.optim.SGD(
         model.param_groups(cfg.train.lr, cfg.train.head_lr_mult),
-        lr=cfg.train.lr, momentum=cfg.train.momentum, weight_decay=cfg.train.weight_decay,
+        lr=cfg.train.lr,
+        momentum=cfg.train.momentum,
+        weight_decay=cfg.train.weight_decay,
     )
     log = JsonLog(run_dir / "log.jsonl")
     start, elapsed = 0, 0.0
@@ -150,15 +174,28 @@ def run(cfg: C.Config, run_dir: Path, stop_after: int | None = None, progress: b
 
     total = cfg.train.iterations
     loader = DataLoader(
-        train_set, batch_size=cfg.train.batch_size, drop_last=True,
+        train_set,
+        batch_size=cfg.train.batch_size,
+        drop_last=True,
         sampler=ResumableSampler(len(train_set), cfg.seed, start * cfg.train.batch_size),
-        num_workers=cfg.data.num_workers, pin_memory=device.type == "cuda",
+        num_workers=cfg.data.num_workers,
+        pin_memory=device.type == "cuda",
         persistent_workers=cfg.data.num_workers > 0,
+        generator=torch.Generator().manual_seed(
+            cfg.seed
+        ),  # keeps the global RNG (dropout) untouched
     )
     batches = iter(loader)
     model.train()
-    bar = tqdm(range(start, total), initial=start, total=total, desc=run_dir.name, disable=not progress,
-               mininterval=1.0 if sys.stderr.isatty() else 30.0, file=sys.stderr)
+    bar = tqdm(
+        range(start, total),
+        initial=start,
+        total=total,
+        desc=run_dir.name,
+        disable=not progress,
+        mininterval=1.0 if sys.stderr.isatty() else 30.0,
+        file=sys.stderr,
+    )
     tick = time.perf_counter()
     for it in bar:
         img, lab = next(batches)
@@ -173,17 +210,29 @@ def run(cfg: C.Config, run_dir: Path, stop_after: int | None = None, progress: b
         done = it + 1
         if done % cfg.train.log_every == 0 or done == total:
             now = time.perf_counter()
-            log.write(iteration=done, loss=float(loss.detach()), losses=parts, lr=lr, time=now - tick + elapsed)
+            log.write(
+                iteration=done,
+                loss=float(loss.detach()),
+                losses=parts,
+                lr=lr,
+                time=now - tick + elapsed,
+            )
             bar.set_postfix(loss=f"{float(loss.detach()):.3f}")
-        if done % cfg.train.checkpoint_every == 0 or done == total or done == stop_after:
+        if done % cfg.train.checkpoint_every == 0 or done in (total, stop_after):
             elapsed += time.perf_counter() - tick
             tick = time.perf_counter()
-            checkpoint.save(run_dir, done, {
-                "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                "rng_cpu": torch.get_rng_state(),
-                "rng_cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
-                "iteration": done, "elapsed": elapsed,
-            })
+            checkpoint.save(
+                run_dir,
+                done,
+                {
+                    "model": model.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "rng_cpu": torch.get_rng_state(),
+                    "rng_cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
+                    "iteration": done,
+                    "elapsed": elapsed,
+                },
+            )
         if done == stop_after and done < total:
             bar.close()
             log.close()
@@ -193,9 +242,12 @@ def run(cfg: C.Config, run_dir: Path, stop_after: int | None = None, progress: b
 
     val_set = build_dataset(cfg.data, "val", cfg.seed)
     t_eval = time.perf_counter()
-    metrics = metrics_dict(evaluate(model, val_set, num_classes, device, ignore_index=ignore),
-                           train_set.classes)
-    log.write(event="eval", iteration=total, **{k: v for k, v in metrics.items() if k != "per_class_iou"})
+    metrics = metrics_dict(
+        evaluate(model, val_set, num_classes, device, ignore_index=ignore), train_set.classes
+    )
+    log.write(
+        event="eval", iteration=total, **{k: v for k, v in metrics.items() if k != "per_class_iou"}
+    )
     log.close()
     memory, memory_kind = peak_memory_mb(device)
     result = {

@@ -15,7 +15,9 @@ import variants
 
 
 def conv_bn_relu(cin: int, cout: int) -> nn.Sequential:
-    return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU())
+    return nn.Sequential(
+        nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU()
+    )
 
 
 def classifier(cin: int, num_classes: int) -> nn.Sequential:
@@ -24,8 +26,12 @@ def classifier(cin: int, num_classes: int) -> nn.Sequential:
 
 class DANetHead(nn.Module):
     def __init__(
-        self, in_channels: int, num_classes: int, variant: str = "danet",
-        variant_opts: dict | None = None, inter_channels: int = 0,
+        self,
+        in_channels: int,
+        num_classes: int,
+        variant: str = "danet",
+        variant_opts: dict | None = None,
+        inter_channels: int = 0,
     ) -> None:
         super().__init__()
         inter = inter_channels or in_channels // 4

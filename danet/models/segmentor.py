@@ -16,7 +16,11 @@ class Segmentor(nn.Module):
         super().__init__()
         self.backbone = Backbone(cfg.backbone, cfg.pretrained)
         self.head = DANetHead(
-            self.backbone.out_channels, num_classes, cfg.variant, cfg.variant_opts, cfg.head_channels
+            self.backbone.out_channels,
+            num_classes,
+            cfg.variant,
+            cfg.variant_opts,
+            cfg.head_channels,
         )
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
@@ -27,6 +31,9 @@ class Segmentor(nn.Module):
     def param_groups(self, lr: float, head_lr_mult: float) -> list[dict]:
         return [
             {"params": list(self.backbone.parameters()), "lr": lr, "initial_lr": lr},
-            {"params": list(self.head.parameters()), "lr": lr * head_lr_mult,
-             "initial_lr": lr * head_lr_mult},
+            {
+                "params": list(self.head.parameters()),
+                "lr": lr * head_lr_mult,
+                "initial_lr": lr * head_lr_mult,
+            },
         ]

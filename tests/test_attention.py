@@ -1,0 +1,150 @@
+"""PAM and CAM against a direct float64 transcription of REFERENCE.md section 1."""
+
+import pytest
+import torch
+
+import variants
+from danet.errors import DanetError
+
+
+def pam_reference(x, wq, bq, wk, bk, wv, bv, gamma):
+    b, c, h, w = x.shape
+    X = x.reshape(b, c, h * w)  # C x N
+    Q = torch.einsum("oc,bcn->bon", wq, X) + bq[:, None]
+    K = torch.einsum("oc,bcn->bon", wk, X) + bk[:, None]
+    V = torch.einsum("oc,bcn->bon", wv, X) + bv[:, None]
+    energy = Q.transpose(1, 2) @ K  # N x N: energy[i, j] = q_i . k_j, no 1/sqrt(d)
+    S = torch.exp(energy - energy.max(-1, keepdim=True).values)
+    S = S / S.sum(-1, keepdim=True)  # softmax over keys j
+    out = torch.einsum("bcj,bij->bci", V, S)  # E_i = sum_j s_ij V_j
+    return gamma * out.reshape(b, c, h, w) + x
+
+
+def cam_reference(x, gamma, form):
+    b, c, h, w = x.shape
+    X = x.reshape(b, c, h * w)
+    energy = X @ X.transpose(1, 2)  # C x C
+    if form == "official":
+        energy = energy.max(-1, keepdim=True).values - energy
+    A = torch.exp(energy - energy.max(-1, keepdim=True).values)
+    A = A / A.sum(-1, keepdim=True)
+    return gamma * (A @ X).reshape(b, c, h, w) + x
+
+
+def _inputs(shape=(2, 16, 5, 7)):
+    g = torch.Generator().manual_seed(0)
+    return torch.randn(*shape, generator=g, dtype=torch.float64)
+
+
+def test_pam_equals_formula_forward_and_backward():
+    torch.manual_seed(0)
+    pam = variants.create("pam", 16).double()
+    with torch.no_grad():
+        pam.gamma.fill_(0.7)
+    x1 = _inputs().requires_grad_()
+    x2 = x1.detach().clone().requires_grad_()
+    params = [
+        pam.query_conv.weight[:, :, 0, 0],
+        pam.query_conv.bias,
+        pam.key_conv.weight[:, :, 0, 0],
+        pam.key_conv.bias,
+        pam.value_conv.weight[:, :, 0, 0],
+        pam.value_conv.bias,
+    ]
+    ref_params = [p.detach().clone().requires_grad_() for p in params]
+    gamma = pam.gamma.detach().clone().requires_grad_()
+    out, ref = pam(x1), pam_reference(x2, *ref_params, gamma)
+    assert (out - ref).abs().max() <= 1e-10
+    grad = torch.randn_like(out)
+    out.backward(grad)
+    ref.backward(grad)
+    assert (x1.grad - x2.grad).abs().max() <= 1e-10
+    assert (pam.gamma.grad - gamma.grad).abs().max() <= 1e-10
+    for mod, rp in (
+        (pam.query_conv, ref_params[0]),
+        (pam.key_conv, ref_params[2]),
+        (pam.value_conv, ref_params[4]),
+    ):
+        assert (mod.weight.grad[:, :, 0, 0] - rp.grad).abs().max() <= 1e-10
+
+
+@pytest.mark.parametrize("form", ["official", "paper"])
+def test_cam_equals_formula_forward_and_backward(form):
+    cam = variants.create("cam", 16, form=form).double()
+    with torch.no_grad():
+        cam.gamma.fill_(-0.4)
+    x1 = (0.3 * _inputs()).requires_grad_()
+    x2 = x1.detach().clone().requires_grad_()
+    gamma = cam.gamma.detach().clone().requires_grad_()
+    out, ref = cam(x1), cam_reference(x2, gamma, form)
+    assert (out - ref).abs().max() <= 1e-10
+    grad = torch.randn_like(out)
+    out.backward(grad)
+    ref.backward(grad)
+    assert (x1.grad - x2.grad).abs().max() <= 1e-10
+    assert (cam.gamma.grad - gamma.grad).abs().max() <= 1e-10
+
+
+def test_official_cam_differs_from_paper_form():
+    x = _inputs()
+    official, paper = variants.create("cam", 16), variants.create("cam", 16, form="paper")
+    for m in (official, paper):
+        m.double()
+        with torch.no_grad():
+            m.gamma.fill_(1.0)
+    assert (official(x) - paper(x)).abs().max() > 1e-3
+
+
+@pytest.mark.parametrize("name", ["none", "pam", "cam", "danet"])
+@pytest.mark.parametrize("shape", [(1, 64, 1, 1), (2, 64, 7, 9)])
+def test_shape_identity_at_init_and_gradients(name, shape):
+    torch.manual_seed(0)
+    m = variants.create(name, shape[1])
+    x = torch.randn(shape)
+    out = m(x)
+    assert out.shape == x.shape
+    expected = 2 * x if name == "danet" else x  # both branches are the identity at gamma = 0
+    assert torch.allclose(out, expected)
+    if any(p.requires_grad for p in m.parameters()):
+        for p in m.parameters():
+            torch.nn.init.normal_(p, std=0.1)
+        m(x).square().sum().backward()
+        assert all(p.grad is not None for p in m.parameters())
+        if shape[2] * shape[3] > 1:  # with one position, softmax is constant: no q/k gradient
+            assert all(p.grad.abs().sum() > 0 for p in m.parameters())
+
+
+def test_official_parameter_names():
+    assert set(variants.create("pam", 64).state_dict()) == {
+        "query_conv.weight",
+        "query_conv.bias",
+        "key_conv.weight",
+        "key_conv.bias",
+        "value_conv.weight",
+        "value_conv.bias",
+        "gamma",
+    }
+    assert set(variants.create("cam", 64).state_dict()) == {"gamma"}
+
+
+def test_unknown_variant_and_option_errors():
+    with pytest.raises(
+        DanetError,
+        match=r"unknown variant 'pamm' \(did you mean 'pam'\?\); valid: cam, danet, none, pam",
+    ):
+        variants.create("pamm", 8)
+    with pytest.raises(
+        DanetError,
+        match=r"unknown option 'reductio' for variant 'pam' \(did you mean 'reduction'\?\); "
+        r"valid options: reduction",
+    ):
+        variants.create("pam", 8, reductio=4)
+    with pytest.raises(
+        DanetError, match=r"unknown cam form 'oficial' \(did you mean 'official'\?\)"
+    ):
+        variants.create("cam", 8, form="oficial")
+    with pytest.raises(
+        DanetError,
+        match=r"unknown option 'size' for variant 'danet'; valid options: form, reduction",
+    ):
+        variants.branch_options("danet", {"size": 3})

@@ -1,0 +1,88 @@
+"""Each user mistake: one line naming the key or file and the valid choices, exit 2."""
+
+import subprocess
+import sys
+
+import pytest
+
+from danet import config as C
+from danet.errors import DanetError
+
+
+def danet(*args, cwd=None):
+    return subprocess.run(
+        [sys.executable, "-m", "danet.cli", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        timeout=120,
+    )
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (
+            ["train", "model.variant=pamm"],
+            "unknown model.variant 'pamm' (did you mean 'pam'?); valid: cam, danet, none, pam",
+        ),
+        (["train", "train.lrr=0.1"], "unknown config key 'train.lrr' (did you mean 'train.lr'?)"),
+        (["train", "train.lr=fast"], "'train.lr' must be a number, got 'fast'"),
+        (["train", "model.backbone=resnet5"], "unknown model.backbone 'resnet5'"),
+        (["train", "data.setting=global"], "unknown data.setting 'global'"),
+        (
+            ["train", "model.variant_opts={reductio: 4}", "model.variant=pam"],
+            "unknown option 'reductio' for variant 'pam' (did you mean 'reduction'?); "
+            "valid options: reduction",
+        ),
+        (["train", "train.iterations=0"], "'train.iterations' must be positive, got 0"),
+        (["train", "data.scale_range=[2, 1]"], "'data.scale_range' must be [low, high]"),
+        (["train", "lr0.1"], "override 'lr0.1' is not key=value"),
+    ],
+)
+def test_cli_error_is_one_line(args, message):
+    out = danet(*args)
+    assert out.returncode == 2
+    assert "Traceback" not in out.stderr
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], out.stderr
+
+
+def test_bad_files(tmp_path):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("train:\n  lr: [1\n")
+    assert "not valid YAML" in danet("train", "--config", str(cfg)).stderr
+    grid = tmp_path / "g.yaml"
+    grid.write_text("name: g\ngrid:\n  model.variant: [none, dual]\n")
+    out = danet("sweep", str(grid), "--dry-run")
+    assert out.returncode == 2 and "grid point {'model.variant': 'dual'}" in out.stderr
+    assert "unknown model.variant 'dual'" in out.stderr
+    grid.write_text("name: g\ngrids:\n  seed: [0]\n")
+    assert "unknown key 'grids' (did you mean 'grid'?)" in danet("sweep", str(grid)).stderr
+    grid.write_text("name: g\nlauncher:\n  max_paralel: 2\n")
+    assert (
+        "unknown launcher key 'max_paralel' (did you mean 'max_parallel'?)"
+        in danet("sweep", str(grid)).stderr
+    )
+    out = danet("sweep", str(tmp_path / "missing.yaml"))
+    assert out.returncode == 2 and "missing.yaml: file not found" in out.stderr
+    out = danet("eval", str(tmp_path))
+    assert out.returncode == 2 and "config.yaml: not found" in out.stderr
+
+
+def test_config_file_and_overrides_compose(tmp_path):
+    f = tmp_path / "c.yaml"
+    f.write_text("model:\n  variant: cam\n  variant_opts: {form: paper}\ntrain:\n  lr: 0.02\n")
+    cfg = C.build(f, ["train.lr=0.03"])
+    assert cfg.model.variant == "cam" and cfg.model.variant_opts == {"form": "paper"}
+    assert cfg.train.lr == 0.03
+    assert C.from_dict(C.to_dict(cfg)) == cfg
+    with pytest.raises(DanetError, match=r"c.yaml: 'train.batch_size' must be an integer, got 2.5"):
+        f.write_text("train:\n  batch_size: 2.5\n")
+        C.build(f)
+
+
+def test_help_for_every_command():
+    for cmd in ("train", "eval", "sweep", "tables"):
+        out = danet(cmd, "--help")
+        assert out.returncode == 0 and "usage: danet" in out.stdout
