@@ -47,16 +47,19 @@ SQUARE_GREY = 165
 SPLIT_IDS = {"train": 0, "val": 1}
 
 
-def _disc(h: int, w: int, cy: float, cx: float, r: float) -> np.ndarray:
-    yy, xx = np.ogrid[:h, :w]
+def _disc(win: tuple[slice, slice], cy: float, cx: float, r: float) -> np.ndarray:
+    """Mask of the disc within the window `win` (only the bounding box is computed)."""
+    yy, xx = np.ogrid[win[0], win[1]]
     return (yy - cy) ** 2 + (xx - cx) ** 2 <= r * r
 
 
-def _paint(img, lab, mask, ring, color, cls, rng, stripes=False):
+def _paint(img, lab, window, mask, ring, color, cls, rng, stripes=False):
+    """Paint `mask` (within `window`) with a noisy colour; label it `cls` and `ring` 255."""
+    img, lab = img[window], lab[window]
     lab[ring & ~mask] = IGNORE
-    pix = np.asarray(color, np.float32) + rng.normal(0, 8, (int(mask.sum()), 3))
+    pix = np.asarray(color, np.float32) + 8 * rng.standard_normal((int(mask.sum()), 3), np.float32)
     if stripes:  # the control setting's local marker: darker every 4th row
-        rows = np.nonzero(mask)[0]
+        rows = np.nonzero(mask)[0] + window[0].start
         pix[rows % 4 < 2] -= 70
     img[mask] = pix
     lab[mask] = cls
@@ -67,17 +70,25 @@ def generate(index: int, split: str, setting: str = "context", size: int = 176, 
     rng = np.random.default_rng([data_seed, SPLIT_IDS[split], index])
     s = size / 176
     band, margin = round(BAND * s), round(MARGIN * s)
-    img = rng.normal(70, 12, (size, size, 3)).astype(np.float32)
-    img += rng.normal(0, 10, (1, 1, 3))  # per-image tint, the same for every class
+    img = 70 + 12 * rng.standard_normal((size, size, 3), np.float32)
+    img += 10 * rng.standard_normal((1, 1, 3), np.float32)  # per-image tint, same for all classes
     lab = np.zeros((size, size), np.uint8)
     warm = rng.random() < 0.5
     top = rng.random() < 0.5  # band on top, objects at the bottom, or the reverse
     band_rows = slice(0, band) if top else slice(size - band, size)
     zone = (band + margin, size) if top else (0, size - band - margin)
 
-    band_mask = np.zeros((size, size), bool)
-    band_mask[band_rows] = True
-    _paint(img, lab, band_mask, band_mask, WARM if warm else COOL, 5 if warm else 6, rng)
+    full = np.ones((band, size), bool)
+    _paint(
+        img,
+        lab,
+        (band_rows, slice(0, size)),
+        full,
+        full,
+        WARM if warm else COOL,
+        5 if warm else 6,
+        rng,
+    )
 
     # Two key patches in the band: one hue each, solid or checked, drawn independently.
     hues = rng.choice(len(HUES), size=2, replace=False)
@@ -87,13 +98,12 @@ def generate(index: int, split: str, setting: str = "context", size: int = 176, 
     y0 = band_rows.start + (band - kh) // 2
     for hue, is_solid, slot in zip(hues, solid, slots):
         x0 = round((slot + 0.5) * size / 3 - kw / 2 + rng.integers(-6, 7) * s)
-        key = np.zeros((size, size), bool)
-        key[y0 : y0 + kh, x0 : x0 + kw] = True
-        _paint(img, lab, key, key, HUES[hue], 7, rng)
+        win = (slice(y0, y0 + kh), slice(x0, x0 + kw))
+        key = np.ones((kh, kw), bool)
+        _paint(img, lab, win, key, key, HUES[hue], 7, rng)
         if not is_solid:  # checked: dark 4x4 checks over the hue
-            yy, xx = np.nonzero(key)
-            dark = ((yy - y0) // 4 + (xx - x0) // 4) % 2 == 1
-            img[yy[dark], xx[dark]] *= 0.3
+            yy, xx = np.ogrid[:kh, :kw]
+            img[win][(yy // 4 + xx // 4) % 2 == 1] *= 0.3
 
     def place(extent: float) -> tuple[float, float]:
         lo, hi = zone[0] + extent, zone[1] - extent
@@ -105,21 +115,23 @@ def generate(index: int, split: str, setting: str = "context", size: int = 176, 
         cy, cx = place(side / 2 + 1)
         y0, x0 = round(cy - side / 2), round(cx - side / 2)
         y1, x1 = y0 + round(side), x0 + round(side)
-        mask = np.zeros((size, size), bool)
-        ring = mask.copy()
-        mask[y0:y1, x0:x1] = True
-        ring[max(y0 - 1, 0) : y1 + 1, max(x0 - 1, 0) : x1 + 1] = True
-        _paint(
-            img, lab, mask, ring, (SQUARE_GREY,) * 3, 1 if warm else 2, rng, stripes and not warm
-        )
-    for hue, is_solid in zip(hues, solid):  # two discs per hue
+        win = (slice(max(y0 - 1, 0), min(y1 + 1, size)), slice(max(x0 - 1, 0), min(x1 + 1, size)))
+        ring = np.ones((win[0].stop - win[0].start, win[1].stop - win[1].start), bool)
+        mask = np.zeros_like(ring)
+        mask[y0 - win[0].start : y1 - win[0].start, x0 - win[1].start : x1 - win[1].start] = True
+        cls = 1 if warm else 2
+        _paint(img, lab, win, mask, ring, (SQUARE_GREY,) * 3, cls, rng, stripes and not warm)
+    for hue, is_solid in zip(hues, solid):  # three discs per hue
         for _ in range(3):
             r = float(np.exp(rng.uniform(np.log(6 * s), np.log(24 * s))))
             cy, cx = place(r + 1)
-            mask, ring = _disc(size, size, cy, cx, r), _disc(size, size, cy, cx, r + 1)
-            _paint(
-                img, lab, mask, ring, HUES[hue], 3 if is_solid else 4, rng, stripes and not is_solid
+            win = (
+                slice(max(int(cy - r) - 2, 0), min(int(cy + r) + 3, size)),
+                slice(max(int(cx - r) - 2, 0), min(int(cx + r) + 3, size)),
             )
+            ring, mask = _disc(win, cy, cx, r + 1), _disc(win, cy, cx, r)
+            cls = 3 if is_solid else 4
+            _paint(img, lab, win, mask, ring, HUES[hue], cls, rng, stripes and not is_solid)
     return np.clip(img, 0, 255).astype(np.uint8), lab
 
 

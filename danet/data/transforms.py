@@ -34,8 +34,8 @@ def train_augment(
     scale = lo + (hi - lo) * float(torch.rand((), generator=gen))
     h, w = img.shape[-2:]
     size = [max(1, round(h * scale)), max(1, round(w * scale))]
-    img = TF.resize(img, size, interpolation=TF.InterpolationMode.BILINEAR, antialias=True)
-    lab = TF.resize(lab[None], size, interpolation=TF.InterpolationMode.NEAREST)[0]
+    img = TF.resize(img, size, interpolation=TF.InterpolationMode.BILINEAR, antialias=False)
+    lab = TF.resize(lab[None], size, interpolation=TF.InterpolationMode.NEAREST_EXACT)[0]
     ph, pw = max(crop - size[0], 0), max(crop - size[1], 0)
     if ph or pw:
         img = F.pad(img, (0, pw, 0, ph), value=0.0)

@@ -20,7 +20,7 @@ class Segmentor(nn.Module):
             num_classes,
             cfg.variant,
             cfg.variant_opts,
-            cfg.head_channels,
+            cfg.head_channels or self.backbone.head_channels,
         )
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
