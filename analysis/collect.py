@@ -49,6 +49,7 @@ def collect(*roots: str | Path) -> tuple[pd.DataFrame, list[str]]:
             row = {c: data[c] for c in COLUMNS}
             row["sweep"] = path.parent.parent.name
             row["path"] = str(path.parent)
-            row.update({f"iou/{k}": v for k, v in data.get("per_class_iou", {}).items()})
+            per_class = data.get("per_class_iou", {})
+            row.update({f"iou/{k}": per_class[k] for k in data.get("classes", per_class)})
             rows.append(row)
     return pd.DataFrame(rows), problems

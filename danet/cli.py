@@ -50,7 +50,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     outcomes = launch(specs, sweep_dir / ".submitit", cluster, parallel, grid.launcher.timeout_min)
     failed = [o for o in outcomes if o.state == "failed"]
     if not args.no_report:
-        _report(sweep_dir, Path(args.reports) / grid.name, f"{grid.name} ({grid.path})")
+        order = [str(v) for v in grid.axes.get("model.variant", [])]
+        _report(sweep_dir, Path(args.reports) / grid.name, f"{grid.name} ({grid.path})", order)
     if failed:
         print(
             f"{len(failed)} of {len(outcomes)} runs failed; fix the cause and run the sweep "
@@ -61,8 +62,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     return 0
 
 
-def _report(runs: Path, out: Path, title: str) -> None:
-    from analysis.ablation import write_reports
+def _report(runs: Path, out: Path, title: str, order: list[str] | None = None) -> None:
+    from analysis.ablation import to_markdown, write_reports
     from analysis.collect import collect
 
     df, problems = collect(runs)
@@ -71,9 +72,7 @@ def _report(runs: Path, out: Path, title: str) -> None:
     if df.empty:
         print(f"no finished runs under {runs}; no report written", file=sys.stderr)
         return
-    table = write_reports(df, out, title)
-    from analysis.ablation import to_markdown
-
+    table = write_reports(df, out, title, order or [])
     print(to_markdown(table))
     print(f"wrote {out}.md, {out}.csv, {out}.png")
 
