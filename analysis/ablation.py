@@ -17,12 +17,13 @@ from danet.utils import atomic_write_bytes  # noqa: E402
 
 GROUP = ["dataset", "setting", "backbone", "iterations"]
 BASELINE = "none"
+ABLATION_ORDER = ("none", "pam", "cam", "danet")  # the DANet paper's Table 1
 
 
 def variant_order(df: pd.DataFrame, order: Sequence[str] = ()) -> list[str]:
-    """The baseline first, then `order` (a grid's axis), then any other variant by name."""
+    """The baseline first, then `order` (a grid's axis), Table 1's order, the rest by name."""
     present = set(df["variant"])
-    ordered = [BASELINE, *order, *sorted(present)]
+    ordered = [BASELINE, *order, *ABLATION_ORDER, *sorted(present)]
     return [v for v in dict.fromkeys(ordered) if v in present]
 
 

@@ -29,7 +29,7 @@ class DataConfig:
     crop_size: int = 176
     scale_range: tuple[float, float] = (0.9, 1.1)  # random rescale before the crop
     flip: bool = True
-    num_workers: int = 0  # generating an image costs ~1 ms: workers cost more than they save
+    num_workers: int = 0  # a built-in image costs ~3 ms; on 2 cores workers only compete
 
 
 @dataclass
@@ -43,8 +43,8 @@ class ModelConfig:
 
 @dataclass
 class TrainConfig:
-    iterations: int = 400
-    batch_size: int = 8
+    iterations: int = 1200  # the built-in dataset on a CPU: about 2 minutes (README)
+    batch_size: int = 4  # total per optimizer step
     lr: float = 0.01  # backbone lr; the head gets lr * head_lr_mult (DANet: x10)
     head_lr_mult: float = 10.0
     momentum: float = 0.9

@@ -18,11 +18,19 @@ import torch
 PACKAGES = ("torch", "torchvision", "timm", "numpy", "fvcore", "submitit", "pandas", "seaborn")
 
 
+def _file_mode() -> int:
+    """The mode open() would give a new file (mkstemp's files are 0600, unreadable to a team)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write to a temporary file in the same folder, fsync, then os.replace: readers see the
     old file or the new one, never a half-written one."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.fchmod(fd, _file_mode())
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
@@ -41,6 +49,7 @@ def atomic_write_json(path: Path, obj: Any) -> None:
 def atomic_torch_save(path: Path, obj: Any) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.fchmod(fd, _file_mode())
     os.close(fd)
     try:
         torch.save(obj, tmp)

@@ -1,7 +1,6 @@
 import numpy as np
 import torch
 
-from danet import config as C
 from danet.data import build_dataset, synthetic
 from danet.data.sampler import ResumableSampler
 
@@ -86,4 +85,6 @@ def test_local_bound_is_one_third_per_ambiguous_pair():
     assert torch.allclose(iou[[0, 5, 6, 7]], torch.ones(4, dtype=torch.float64))
     for a, b in synthetic.AMBIGUOUS_PAIRS:  # a fair coin: about 1/3 each (unequal counts shift it)
         assert abs((iou[a] + iou[b]) / 2 - 1 / 3) < 0.03
-    assert C.Config().data.name == "synthetic"
+    # mIoU: 4 classes at 1 and 4 at about 1/3, i.e. about 2/3; 1 where every label is local
+    assert abs(synthetic.local_bound_miou("context", n=40) - 2 / 3) < 0.02
+    assert synthetic.local_bound_miou("local", n=10) == 1.0

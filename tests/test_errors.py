@@ -36,6 +36,10 @@ def danet(*args, cwd=None):
             "valid options: reduction",
         ),
         (["train", "train.iterations=0"], "'train.iterations' must be positive, got 0"),
+        (
+            ["train", "train.loss_weights=[1]"],
+            "'train.loss_weights' has 1 weights; variant 'danet' has 3 outputs",
+        ),
         (["train", "data.scale_range=[2, 1]"], "'data.scale_range' must be [low, high]"),
         (["train", "lr0.1"], "override 'lr0.1' is not key=value"),
     ],

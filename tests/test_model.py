@@ -95,3 +95,47 @@ def test_only_attention_sees_the_cue(variant, sees_cue):
 def test_missing_pretrained_file_is_a_clear_error(tmp_path):
     with pytest.raises(DanetError, match="model.pretrained: weights file .*nope.pt' not found"):
         Backbone("tiny", pretrained=str(tmp_path / "nope.pt"))
+
+
+def _official_head_state(num_classes: int = 19) -> dict[str, torch.Tensor]:
+    """A state dict laid out as the official DANetHead(2048, nclass) saves it."""
+    state: dict[str, torch.Tensor] = {}
+
+    def conv_bn(prefix: str, cin: int) -> None:
+        state[f"{prefix}.0.weight"] = torch.randn(512, cin, 3, 3)
+        for name, value in (
+            ("weight", 1.0),
+            ("bias", 0.0),
+            ("running_mean", 0.0),
+            ("running_var", 1.0),
+        ):
+            state[f"{prefix}.1.{name}"] = torch.full((512,), value)
+        state[f"{prefix}.1.num_batches_tracked"] = torch.tensor(7)
+
+    for prefix, cin in (("conv5a", 2048), ("conv5c", 2048), ("conv51", 512), ("conv52", 512)):
+        conv_bn(prefix, cin)
+    for qk in ("query_conv", "key_conv"):
+        state[f"sa.{qk}.weight"], state[f"sa.{qk}.bias"] = (
+            torch.randn(64, 512, 1, 1),
+            torch.randn(64),
+        )
+    state["sa.value_conv.weight"], state["sa.value_conv.bias"] = (
+        torch.randn(512, 512, 1, 1),
+        torch.randn(512),
+    )
+    state["sa.gamma"], state["sc.gamma"] = torch.tensor([0.3]), torch.tensor([0.2])
+    for cls in ("conv6", "conv7", "conv8"):
+        state[f"{cls}.1.weight"] = torch.randn(num_classes, 512, 1, 1)
+        state[f"{cls}.1.bias"] = torch.randn(num_classes)
+    return state
+
+
+def test_official_danet_head_state_dict_loads_strictly():
+    from danet.models import DANetHead
+
+    head = DANetHead(2048, 19, "danet")
+    official = _official_head_state()
+    head.load_state_dict(official, strict=True)
+    assert torch.equal(head.sa.query_conv.weight, official["sa.query_conv.weight"])
+    # published size of the DANet head (REFERENCE.md section 3): 23.95 M parameters
+    assert round(sum(p.numel() for p in head.parameters()) / 1e6, 2) == 23.95

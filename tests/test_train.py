@@ -1,4 +1,5 @@
 import json
+import os
 
 import pytest
 import torch
@@ -111,3 +112,29 @@ def test_checkpoints_keep_the_newest_two(tiny_cfg, tmp_path):
         "iter_0000005.pt",
         "iter_0000006.pt",
     ]
+
+
+def test_written_files_follow_the_umask(tiny_cfg, tmp_path):
+    old = os.umask(0o022)
+    try:
+        run(tiny_cfg("model.variant=none"), tmp_path / "r", progress=False)
+    finally:
+        os.umask(old)
+    for name in ("result.json", "config.yaml", "ckpt/iter_0000004.pt"):
+        assert (tmp_path / "r" / name).stat().st_mode & 0o044 == 0o044, name
+
+
+def test_eval_command_reproduces_the_result(tiny_cfg, tmp_path):
+    import subprocess
+    import sys
+
+    result = run(tiny_cfg("model.variant=cam"), tmp_path / "r", progress=False)
+    out = subprocess.run(
+        [sys.executable, "-m", "danet.cli", "eval", str(tmp_path / "r")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stderr
+    metrics = json.loads(out.stdout)
+    assert metrics["iteration"] == 4 and metrics["miou"] == result["miou"]

@@ -25,8 +25,6 @@ class SyntheticDataset(Dataset):
     ignore_index = synthetic.IGNORE
 
     def __init__(self, cfg: DataConfig, split: str, seed: int = 0) -> None:
-        if cfg.setting not in synthetic.SETTINGS:
-            raise unknown_choice("data.setting", cfg.setting, synthetic.SETTINGS)
         self.cfg, self.split, self.seed = cfg, split, seed
         self.length = cfg.train_size if split == "train" else cfg.val_size
 
@@ -53,7 +51,13 @@ class SyntheticDataset(Dataset):
         return normalize(img), lab
 
 
-def build_dataset(cfg: DataConfig, split: str, seed: int = 0) -> Dataset:
+def check_data_config(cfg: DataConfig) -> None:
     if cfg.name not in DATASETS:
         raise unknown_choice("data.name", cfg.name, DATASETS)
+    if cfg.setting not in synthetic.SETTINGS:
+        raise unknown_choice("data.setting", cfg.setting, synthetic.SETTINGS)
+
+
+def build_dataset(cfg: DataConfig, split: str, seed: int = 0) -> Dataset:
+    check_data_config(cfg)
     return SyntheticDataset(cfg, split, seed)

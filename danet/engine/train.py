@@ -23,7 +23,7 @@ from tqdm import tqdm
 
 import variants
 from danet import config as C
-from danet.data import build_dataset
+from danet.data import build_dataset, check_data_config
 from danet.data.sampler import ResumableSampler
 from danet.engine import checkpoint
 from danet.engine.evaluate import evaluate, metrics_dict
@@ -47,12 +47,12 @@ def check_config(cfg: C.Config) -> None:
         raise unknown_choice("model.backbone", cfg.model.backbone, BACKBONES)
     if cfg.model.variant not in variants.available():
         raise unknown_choice("model.variant", cfg.model.variant, variants.available())
-    variants.branch_options(cfg.model.variant, cfg.model.variant_opts)  # names the bad option
+    branches = variants.info(cfg.model.variant).branches
     for branch, opts in zip(
-        variants.info(cfg.model.variant).branches,
-        variants.branch_options(cfg.model.variant, cfg.model.variant_opts),
+        branches, variants.branch_options(cfg.model.variant, cfg.model.variant_opts)
     ):
-        variants.create(branch, 8, **opts)  # options' values checked by the constructors
+        variants.create(branch, 8, **opts)  # option values are checked by the constructors
+    check_data_config(cfg.data)
     positive = {
         "train.iterations": cfg.train.iterations,
         "train.batch_size": cfg.train.batch_size,
@@ -69,8 +69,12 @@ def check_config(cfg: C.Config) -> None:
         raise DanetError(
             f"'data.scale_range' must be [low, high] with 0 < low <= high, got {[lo, hi]}"
         )
-    if not cfg.train.loss_weights:
-        raise DanetError("'train.loss_weights' needs at least one weight (the main output's)")
+    outputs = 3 if len(branches) == 2 else 1
+    if len(cfg.train.loss_weights) < outputs:
+        raise DanetError(
+            f"'train.loss_weights' has {len(cfg.train.loss_weights)} weights; variant "
+            f"'{cfg.model.variant}' has {outputs} outputs (fused, then one per branch)"
+        )
     if cfg.train.device not in ("auto", "cpu") and not cfg.train.device.startswith("cuda"):
         raise DanetError(f"'train.device' must be auto, cpu or cuda[:N], got '{cfg.train.device}'")
 
@@ -105,10 +109,6 @@ def poly_lr(optimizer: torch.optim.Optimizer, it: int, total: int, power: float)
 def segmentation_loss(
     outputs: list[torch.Tensor], target: torch.Tensor, weights: tuple[float, ...], ignore_index: int
 ) -> tuple[torch.Tensor, list[float]]:
-    if len(weights) < len(outputs):
-        raise DanetError(
-            f"'train.loss_weights' has {len(weights)} weights for {len(outputs)} outputs"
-        )
     parts = [F.cross_entropy(o, target, ignore_index=ignore_index) for o in outputs]
     total = sum(w * p for w, p in zip(weights, parts))
     return total, [float(p.detach()) for p in parts]
