@@ -7,7 +7,6 @@ wrong type are DanetErrors that name the key, the file it came from and the vali
 from __future__ import annotations
 
 import dataclasses
-import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -133,8 +132,6 @@ def _coerce(key: str, value: Any, tp: Any, source: str) -> Any:
         if not isinstance(value, str):
             raise bad()
         return value
-    if isinstance(tp, types.UnionType):
-        raise bad()
     return value
 
 
