@@ -8,7 +8,7 @@ GRID ?= experiments/ablation.yaml
 CLUSTER ?= local
 ARGS ?=
 
-.PHONY: sweep test lint tables clean-runs
+.PHONY: sweep test tables bench-attention clean-runs
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -25,6 +25,9 @@ test: $(STAMP)  ## lint, then the test suite (what .ci/run calls)
 
 tables: $(STAMP)  ## ablation tables and figure from every run under runs/
 	$(BIN)/danet tables runs --out reports/all
+
+bench-attention: $(STAMP)  ## PAM naive vs memory-efficient: peak memory and time side by side
+	$(BIN)/python -m analysis.bench_attention
 
 clean-runs:
 	rm -rf runs

@@ -36,9 +36,13 @@ def _inputs(shape=(2, 16, 5, 7)):
     return torch.randn(*shape, generator=g, dtype=torch.float64)
 
 
-def test_pam_equals_formula_forward_and_backward():
+@pytest.mark.parametrize("impl", ["naive", "efficient", "auto"])
+def test_pam_equals_formula_forward_and_backward(impl, monkeypatch):
+    import variants.danet
+
+    monkeypatch.setattr(variants.danet, "CHUNK_ELEMENTS", 64)  # 35 positions: 2 rows a chunk
     torch.manual_seed(0)
-    pam = variants.create("pam", 16).double()
+    pam = variants.create("pam", 16, impl=impl).double()
     with torch.no_grad():
         pam.gamma.fill_(0.7)
     x1 = _inputs().requires_grad_()
@@ -83,6 +87,18 @@ def test_cam_equals_formula_forward_and_backward(form):
     ref.backward(grad)
     assert (x1.grad - x2.grad).abs().max() <= 1e-10
     assert (cam.gamma.grad - gamma.grad).abs().max() <= 1e-10
+
+
+def test_efficient_pam_memory_grows_linearly():
+    """Peak tensor memory of forward + backward from N = 32^2 to 64^2 (4x N): the naive map
+    grows with N^2, the efficient path with N."""
+    from analysis.bench_attention import measure
+
+    naive = [measure("pam", 64, s, repeats=0, impl="naive")["peak_mb"] for s in (32, 64)]
+    eff = [measure("pam", 64, s, repeats=0, impl="efficient")["peak_mb"] for s in (32, 64)]
+    assert naive[1] / naive[0] > 10
+    assert eff[1] / eff[0] < 4.5
+    assert eff[1] < 0.25 * naive[1]
 
 
 def test_official_cam_differs_from_paper_form():
@@ -136,7 +152,7 @@ def test_unknown_variant_and_option_errors():
     with pytest.raises(
         DanetError,
         match=r"unknown option 'reductio' for variant 'pam' \(did you mean 'reduction'\?\); "
-        r"valid options: reduction",
+        r"valid options: impl, reduction",
     ):
         variants.create("pam", 8, reductio=4)
     with pytest.raises(
@@ -145,6 +161,6 @@ def test_unknown_variant_and_option_errors():
         variants.create("cam", 8, form="oficial")
     with pytest.raises(
         DanetError,
-        match=r"unknown option 'size' for variant 'danet'; valid options: form, reduction",
+        match=r"unknown option 'size' for variant 'danet'; valid options: form, impl, reduction",
     ):
         variants.branch_options("danet", {"size": 3})

@@ -33,7 +33,7 @@ def danet(*args, cwd=None):
         (
             ["train", "model.variant_opts={reductio: 4}", "model.variant=pam"],
             "unknown option 'reductio' for variant 'pam' (did you mean 'reduction'?); "
-            "valid options: reduction",
+            "valid options: impl, reduction",
         ),
         (["train", "train.iterations=0"], "'train.iterations' must be positive, got 0"),
         (

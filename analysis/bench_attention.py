@@ -1,0 +1,106 @@
+"""`make bench-attention`: PAM naive vs memory-efficient, forward + backward, side by side.
+
+Peak memory is the most tensor memory alive at once during one forward + backward, beyond
+the module's parameters and input: on the CPU counted by torch's MemTracker (every tensor
+storage, as CUDA's allocator statistics would), on a GPU torch.cuda.max_memory_allocated.
+Time is the median of `--repeats` forward + backward passes after that first one.
+
+    .venv/bin/python -m analysis.bench_attention [--sizes 33 65 97 129] [--channels 512]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+from torch import nn
+
+import variants
+
+
+def peak_memory_mb(module: nn.Module, x: torch.Tensor, step) -> float:
+    """Peak tensor memory (MiB) of step() beyond `module`'s parameters and `x`."""
+    if x.is_cuda:
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+        step()
+        torch.cuda.synchronize()
+        return (torch.cuda.max_memory_allocated() - base) / 2**20
+    # torch's own tracker (a dispatch mode that follows every storage); private but pinned
+    from torch.distributed._tools.mem_tracker import MemTracker
+
+    tracker = MemTracker()
+    tracker.track_external(module, x)
+    with tracker:
+        step()
+    snapshot = tracker.get_tracker_snapshot("peak")[x.device]
+    fixed = sum(v for k, v in snapshot.items() if str(k).endswith(("PARAM", "OTH")))
+    return (snapshot["Total"] - fixed) / 2**20
+
+
+def measure(
+    variant: str, channels: int, size: int, repeats: int = 3, device: str = "cpu", **opts
+) -> dict[str, float]:
+    """Peak memory (MiB) and median time (s) of one forward + backward at batch 1."""
+    torch.manual_seed(0)
+    module = variants.create(variant, channels, **opts).to(device)
+    for p in module.parameters():  # gamma = 0 would let autograd skip the attention
+        if p.shape == (1,):
+            nn.init.constant_(p, 0.5)
+    x = torch.randn(1, channels, size, size, device=device, requires_grad=True)
+
+    def step() -> None:
+        module(x).square().mean().backward()
+        if x.is_cuda:
+            torch.cuda.synchronize()
+
+    peak = peak_memory_mb(module, x, step)
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - t0)
+    return {"peak_mb": peak, "time_s": statistics.median(times) if times else float("nan")}
+
+
+def pam_rows(sizes: list[int], channels: int, repeats: int, device: str) -> list[dict]:
+    rows = []
+    for size in sizes:
+        naive = measure("pam", channels, size, repeats, device, impl="naive")
+        eff = measure("pam", channels, size, repeats, device, impl="efficient")
+        rows.append(
+            {
+                "size": f"{size}x{size}",
+                "naive MiB": naive["peak_mb"],
+                "efficient MiB": eff["peak_mb"],
+                "memory eff/naive": eff["peak_mb"] / naive["peak_mb"],
+                "naive s": naive["time_s"],
+                "efficient s": eff["time_s"],
+                "time eff/naive": eff["time_s"] / naive["time_s"],
+            }
+        )
+    return rows
+
+
+def main(argv: list[str] | None = None) -> None:
+    import pandas as pd
+
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--sizes", type=int, nargs="+", default=[33, 65, 97, 129])
+    p.add_argument("--channels", type=int, default=512)
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    args = p.parse_args(argv)
+    print(
+        f"PAM forward + backward, C = {args.channels}, batch 1, {args.device}, "
+        f"{torch.get_num_threads()} threads, time: median of {args.repeats}"
+    )
+    rows = pam_rows(args.sizes, args.channels, args.repeats, args.device)
+    print(pd.DataFrame(rows).to_markdown(index=False, floatfmt=".3g"))
+
+
+if __name__ == "__main__":
+    main()
