@@ -36,6 +36,7 @@ class ModelConfig:
     backbone: str = "tiny"  # small and fast on a CPU; resnet50 etc. for real runs
     variant: str = "danet"  # name in the attention registry (variants.available())
     variant_opts: dict[str, Any] = field(default_factory=dict)  # passed to variants.create
+    head: str = "auto"  # single | dual (DANet's two branches) | auto: dual for danet only
     head_channels: int = 0  # 0: the backbone's default (DANet's rule: its channels // 4)
     pretrained: str = ""  # local weights file for the backbone; empty: from scratch
 

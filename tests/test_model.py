@@ -139,3 +139,33 @@ def test_official_danet_head_state_dict_loads_strictly():
     assert torch.equal(head.sa.query_conv.weight, official["sa.query_conv.weight"])
     # published size of the DANet head (REFERENCE.md section 3): 23.95 M parameters
     assert round(sum(p.numel() for p in head.parameters()) / 1e6, 2) == 23.95
+
+
+@pytest.mark.parametrize(
+    "variant, head, branches",
+    [
+        ("pam", "auto", ("pam",)),
+        ("pam", "dual", ("pam", "none")),
+        ("danet", "auto", ("pam", "cam")),
+        ("none", "dual", ("none", "none")),
+    ],
+)
+def test_head_option_keeps_the_skeleton(variant, head, branches):
+    from danet.models.head import head_branches
+
+    assert head_branches(variant, head) == branches
+    m = _model(variant, head=head).eval()
+    outs = m(torch.randn(1, 3, 32, 32))
+    assert len(outs) == (3 if len(branches) == 2 else 1)
+    if len(branches) == 2:  # the same reduce and fuse convolutions as DANet's
+        dual = _model("danet").state_dict()
+        ours = m.state_dict()
+        skeleton = [k for k in dual if not k.startswith(("head.sa.", "head.sc."))]
+        assert all(ours[k].shape == dual[k].shape for k in skeleton)
+
+
+def test_two_branch_variant_refuses_single_head():
+    with pytest.raises(
+        DanetError, match="variant 'danet' has two branches .* needs model.head=dual"
+    ):
+        _model("danet", head="single")

@@ -55,6 +55,7 @@ def test_result_json_fields(tiny_cfg, tmp_path):
     ):
         assert key in result, key
     assert result["schema"] == 1 and result["variant"] == "pam" and result["iterations"] == 4
+    assert result["head"] == "single" and result["branches"] == ["pam"]
     assert set(result["versions"]) >= {"torch", "timm", "numpy"}
     assert set(result["git"]) == {"commit", "dirty"}
     assert len(result["per_class_iou"]) == 8

@@ -29,6 +29,7 @@ from danet.engine import checkpoint
 from danet.engine.evaluate import evaluate, metrics_dict
 from danet.errors import DanetError, unknown_choice
 from danet.models import BACKBONES, Segmentor
+from danet.models.head import head_branches
 from danet.utils import (
     atomic_write_bytes,
     atomic_write_json,
@@ -47,7 +48,7 @@ def check_config(cfg: C.Config) -> None:
         raise unknown_choice("model.backbone", cfg.model.backbone, BACKBONES)
     if cfg.model.variant not in variants.available():
         raise unknown_choice("model.variant", cfg.model.variant, variants.available())
-    branches = variants.info(cfg.model.variant).branches
+    branches = head_branches(cfg.model.variant, cfg.model.head)
     for branch, opts in zip(
         branches, variants.branch_options(cfg.model.variant, cfg.model.variant_opts)
     ):
@@ -73,7 +74,7 @@ def check_config(cfg: C.Config) -> None:
     if len(cfg.train.loss_weights) < outputs:
         raise DanetError(
             f"'train.loss_weights' has {len(cfg.train.loss_weights)} weights; variant "
-            f"'{cfg.model.variant}' has {outputs} outputs (fused, then one per branch)"
+            f"'{cfg.model.variant}' has {outputs} outputs in this head (fused, then per branch)"
         )
     if cfg.train.device not in ("auto", "cpu") and not cfg.train.device.startswith("cuda"):
         raise DanetError(f"'train.device' must be auto, cpu or cuda[:N], got '{cfg.train.device}'")
@@ -255,6 +256,8 @@ def run(
         "run_id": run_dir.name,
         "config": C.to_dict(cfg),
         "variant": cfg.model.variant,
+        "head": "dual" if model.head.num_outputs == 3 else "single",
+        "branches": list(head_branches(cfg.model.variant, cfg.model.head)),
         "backbone": cfg.model.backbone,
         "dataset": cfg.data.name,
         "setting": cfg.data.setting,

@@ -1,9 +1,13 @@
 """The DANet head skeleton (REFERENCE.md section 1) with its attention slot from the registry.
 
 Official layout for the dual module: conv5a -> sa -> conv51 -> conv6 and conv5c -> sc ->
-conv52 -> conv7 in parallel, conv8 on the sum. A single-module variant (none, pam, cam, ...)
-keeps the first branch only: conv5a -> sa -> conv51 -> conv8. So the reduce and fuse
-convolutions are the same whatever the module, and `none` is the dilated-FCN baseline.
+conv52 -> conv7 in parallel, conv8 on the sum. The single head keeps the first branch only:
+conv5a -> sa -> conv51 -> conv8. So the reduce and fuse convolutions are the same whatever
+the module, and `none` is the dilated-FCN baseline.
+
+`head="dual"` with a single module puts it in the first branch and the identity in the
+second, so it differs from DANet's dual head by one module, and `none` with the dual head is
+that skeleton's baseline. `auto` is dual for a two-branch variant (danet), single otherwise.
 """
 
 from __future__ import annotations
@@ -12,6 +16,24 @@ import torch
 from torch import nn
 
 import variants
+from danet.errors import DanetError, unknown_choice
+
+HEADS = ("auto", "single", "dual")
+
+
+def head_branches(variant: str, head: str = "auto") -> tuple[str, ...]:
+    """The registry name of the module in each branch of the head."""
+    if head not in HEADS:
+        raise unknown_choice("model.head", head, HEADS)
+    branches = variants.info(variant).branches
+    if head == "dual" and len(branches) == 1:
+        return (branches[0], "none")
+    if head == "single" and len(branches) == 2:
+        raise DanetError(
+            f"variant '{variant}' has two branches ({', '.join(branches)}); "
+            "it needs model.head=dual or auto"
+        )
+    return branches
 
 
 def conv_bn_relu(cin: int, cout: int) -> nn.Sequential:
@@ -32,11 +54,12 @@ class DANetHead(nn.Module):
         variant: str = "danet",
         variant_opts: dict | None = None,
         inter_channels: int = 0,
+        head: str = "auto",
     ) -> None:
         super().__init__()
         inter = inter_channels or in_channels // 4
-        branches = variants.info(variant).branches
-        opts = variants.branch_options(variant, variant_opts or {})
+        branches = head_branches(variant, head)
+        opts = variants.branch_options(variant, variant_opts or {}) + [{}]  # identity: no options
         self.conv5a = conv_bn_relu(in_channels, inter)
         self.sa = variants.create(branches[0], inter, **opts[0])
         self.conv51 = conv_bn_relu(inter, inter)

@@ -21,6 +21,7 @@ class Segmentor(nn.Module):
             cfg.variant,
             cfg.variant_opts,
             cfg.head_channels or self.backbone.head_channels,
+            cfg.head,
         )
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
