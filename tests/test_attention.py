@@ -111,23 +111,35 @@ def test_official_cam_differs_from_paper_form():
     assert (official(x) - paper(x)).abs().max() > 1e-3
 
 
-@pytest.mark.parametrize("name", ["none", "pam", "cam", "danet"])
-@pytest.mark.parametrize("shape", [(1, 64, 1, 1), (2, 64, 7, 9)])
-def test_shape_identity_at_init_and_gradients(name, shape):
-    torch.manual_seed(0)
-    m = variants.create(name, shape[1])
-    x = torch.randn(shape)
-    out = m(x)
-    assert out.shape == x.shape
-    expected = 2 * x if name == "danet" else x  # both branches are the identity at gamma = 0
-    assert torch.allclose(out, expected)
-    if any(p.requires_grad for p in m.parameters()):
-        for p in m.parameters():
-            torch.nn.init.normal_(p, std=0.1)
-        m(x).square().sum().backward()
-        assert all(p.grad is not None for p in m.parameters())
-        if shape[2] * shape[3] > 1:  # with one position, softmax is constant: no q/k gradient
-            assert all(p.grad.abs().sum() > 0 for p in m.parameters())
+# Residual modules whose residual branch starts at zero (gamma or a zero-initialised last BN)
+IDENTITY_AT_INIT = {"none", "pam", "cam", "sagan", "nonlocal", "ccnet", "gc", "ema"}
+
+
+@pytest.mark.parametrize("name", variants.available())
+def test_every_variant_fits_the_slot(name):
+    """(B, C, H, W) -> (B, C, H, W) at the sizes the head meets, deterministic under a seed,
+    the identity at initialisation where its residual branch starts at zero, and gradients
+    reach every parameter."""
+    for shape in [(1, 64, 1, 1), (2, 64, 7, 9), (2, 512, 33, 33)]:
+        torch.manual_seed(0)
+        m = variants.create(name, shape[1]).eval()  # eval: BN cannot train on one value
+        x = torch.relu(torch.randn(shape))  # the slot's input follows conv5a's ReLU
+        with torch.no_grad():
+            out = m(x)
+            torch.manual_seed(0)
+            again = variants.create(name, shape[1]).eval()(x)
+        assert out.shape == x.shape
+        assert torch.equal(out, again)
+        if name in IDENTITY_AT_INIT:
+            assert torch.allclose(out, x)
+        elif name == "danet":  # two branches, each the identity
+            assert torch.allclose(out, 2 * x)
+    m = variants.create(name, 64).train()
+    for p in m.parameters():
+        torch.nn.init.normal_(p, std=0.1)
+    x = torch.relu(torch.randn(2, 64, 7, 9)).requires_grad_()  # `none` has no parameters
+    m(x).square().sum().backward()
+    assert x.grad is not None and all(p.grad is not None for p in m.parameters())
 
 
 def test_official_parameter_names():
@@ -146,7 +158,7 @@ def test_official_parameter_names():
 def test_unknown_variant_and_option_errors():
     with pytest.raises(
         DanetError,
-        match=r"unknown variant 'pamm' \(did you mean 'pam'\?\); valid: cam, danet, none, pam",
+        match=r"unknown variant 'pamm' \(did you mean 'pam'\?\); valid: cam, cbam, ccnet,",
     ):
         variants.create("pamm", 8)
     with pytest.raises(

@@ -24,7 +24,7 @@ def danet(*args, cwd=None):
     [
         (
             ["train", "model.variant=pamm"],
-            "unknown model.variant 'pamm' (did you mean 'pam'?); valid: cam, danet, none, pam",
+            "unknown model.variant 'pamm' (did you mean 'pam'?); valid: cam, cbam, ccnet,",
         ),
         (["train", "train.lrr=0.1"], "unknown config key 'train.lrr' (did you mean 'train.lr'?)"),
         (["train", "train.lr=fast"], "'train.lr' must be a number, got 'fast'"),

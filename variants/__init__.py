@@ -14,7 +14,13 @@ from dataclasses import dataclass
 from torch import nn
 
 from danet.errors import DanetError, did_you_mean, unknown_choice
+from variants.ccnet import CrissCross
 from variants.danet import CAM, PAM, DualAttention
+from variants.efficient_attention import EfficientAttention
+from variants.emanet import EMAttention
+from variants.non_local import NonLocal
+from variants.sagan import SelfAttention
+from variants.timm_attention import CBAM, ECA, GC, SE
 
 
 @dataclass(frozen=True)
@@ -39,30 +45,100 @@ class Identity(nn.Module):
         return x
 
 
-DANET_PAPER = "Fu et al., Dual Attention Network for Scene Segmentation, CVPR 2019"
-_REGISTRY: dict[str, VariantInfo] = {
-    v.name: v
-    for v in (
-        VariantInfo("none", Identity, "baseline", "nothing", "0", "dilated FCN", ("none",)),
-        VariantInfo(
-            "pam",
-            PAM,
-            "danet",
-            "positions",
-            "N^2 (C/8 + C) + 2 N C^2 (1+1/8)",
-            DANET_PAPER,
-            ("pam",),
-        ),
-        VariantInfo("cam", CAM, "danet", "channels", "2 N C^2", DANET_PAPER, ("cam",)),
-        VariantInfo(
-            "danet", DualAttention, "danet", "both", "pam + cam", DANET_PAPER, ("pam", "cam")
-        ),
-    )
-}
+DANET = "Fu et al., Dual Attention Network for Scene Segmentation, CVPR 2019"
+_VARIANTS = (
+    VariantInfo("none", Identity, "baseline", "nothing", "0", "dilated FCN", ("none",)),
+    VariantInfo("pam", PAM, "danet", "positions", "N^2 (C/8 + C) + 1.25 N C^2", DANET, ("pam",)),
+    VariantInfo("cam", CAM, "danet", "channels", "2 N C^2", DANET, ("cam",)),
+    VariantInfo("danet", DualAttention, "danet", "both", "pam + cam", DANET, ("pam", "cam")),
+    VariantInfo(
+        "sagan",
+        SelfAttention,
+        "self-attention",
+        "positions",
+        "N M (C/8 + C/2) + 1.25 N C^2, M = N/4 pooled keys",
+        "Zhang et al., Self-Attention Generative Adversarial Networks, ICML 2019",
+        ("sagan",),
+    ),
+    VariantInfo(
+        "nonlocal",
+        NonLocal,
+        "non-local",
+        "positions",
+        "N^2 C + 2 N C^2",
+        "Wang et al., Non-local Neural Networks, CVPR 2018",
+        ("nonlocal",),
+    ),
+    VariantInfo(
+        "ccnet",
+        CrissCross,
+        "criss-cross",
+        "positions (row and column)",
+        "R (1.125 N (H+W) C + 1.25 N C^2)",
+        "Huang et al., CCNet: Criss-Cross Attention for Semantic Segmentation, ICCV 2019",
+        ("ccnet",),
+    ),
+    VariantInfo(
+        "se",
+        SE,
+        "gating",
+        "channels",
+        "2 N C + C^2/8",
+        "Hu et al., Squeeze-and-Excitation Networks, CVPR 2018",
+        ("se",),
+    ),
+    VariantInfo(
+        "cbam",
+        CBAM,
+        "gating",
+        "both",
+        "6 N C + 98 N + C^2/4",
+        "Woo et al., CBAM: Convolutional Block Attention Module, ECCV 2018",
+        ("cbam",),
+    ),
+    VariantInfo(
+        "eca",
+        ECA,
+        "gating",
+        "channels",
+        "2 N C + k C",
+        "Wang et al., ECA-Net: Efficient Channel Attention, CVPR 2020",
+        ("eca",),
+    ),
+    VariantInfo(
+        "gc",
+        GC,
+        "global context",
+        "both",
+        "3 N C + C^2/4",
+        "Cao et al., GCNet: Non-local Networks Meet Squeeze-Excitation Networks, ICCVW 2019",
+        ("gc",),
+    ),
+    VariantInfo(
+        "ema",
+        EMAttention,
+        "expectation-maximization",
+        "positions (via K bases)",
+        "(2 T + 3) N C K + 2 N C^2, K = 64 bases, T = 3 steps",
+        "Li et al., Expectation-Maximization Attention Networks, ICCV 2019",
+        ("ema",),
+    ),
+    VariantInfo(
+        "efficient",
+        EfficientAttention,
+        "linear attention",
+        "positions (via C/2 x C/2 context)",
+        "2 N d_k d_v + 2.5 N C^2, d = C/2",
+        "Shen et al., Efficient Attention: Attention with Linear Complexities, WACV 2021",
+        ("efficient",),
+    ),
+)
+_REGISTRY: dict[str, VariantInfo] = {v.name: v for v in _VARIANTS}
 
 
 def available() -> list[str]:
-    return sorted(_REGISTRY)
+    """Registered names, the DANet ablation first (none, pam, cam, danet), then the others."""
+    return list(_REGISTRY)
 
 
 def info(name: str) -> VariantInfo:

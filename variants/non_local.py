@@ -1,0 +1,62 @@
+"""Non-local block, Wang et al., Non-local Neural Networks, CVPR 2018.
+Paper: https://arxiv.org/abs/1711.07971.
+
+y_i = sum_j f(x_i, x_j) g(x_j) / C(x), z = BN(W y) + x, with theta, phi, g 1x1 convs C -> C/2
+and W a 1x1 conv C/2 -> C. Two of the paper's pairwise functions are offered:
+`embedded_gaussian` (softmax over keys of theta_i . phi_j, no scaling: the paper's default) and
+`dot_product` (theta_i . phi_j / N with N the number of key positions). The BN after W has its
+weight and bias initialised to zero, as the paper does, so the block starts as the identity.
+
+Caveats:
+- The paper's optional sub-sampling (max-pooling phi and g) is not offered; SAGAN
+  (variants.sagan) is that form. The `gaussian` and `concatenation` pairwise functions are
+  left out (the paper reports all four within a few tenths of a point).
+- Unlike timm's NonLocalAttn this applies no 1/sqrt(d) scaling (REFERENCE.md section 4).
+- In training mode BatchNorm needs more than one value per channel, so B * H * W >= 2; the
+  segmentation head's own BN layers around this slot have the same limit. Eval mode has none.
+- `dot_product` is computed through the N x N map like `embedded_gaussian` (not re-associated
+  to theta (phi^T g) / N, which would be O(N C^2)), so the two modes cost the same and the
+  ablation compares the pairwise function alone.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from danet.errors import unknown_choice
+
+MODES = ("embedded_gaussian", "dot_product")
+
+
+class NonLocal(nn.Module):
+    """Position attention over all N positions; z = BN(W y) + x with BN zero-initialised."""
+
+    def __init__(self, channels: int, reduction: int = 2, mode: str = "embedded_gaussian") -> None:
+        super().__init__()
+        if mode not in MODES:
+            raise unknown_choice("nonlocal mode", mode, MODES)
+        inter = max(channels // reduction, 1)
+        self.mode = mode
+        self.theta = nn.Conv2d(channels, inter, kernel_size=1)
+        self.phi = nn.Conv2d(channels, inter, kernel_size=1)
+        self.g = nn.Conv2d(channels, inter, kernel_size=1)
+        self.W = nn.Conv2d(inter, channels, kernel_size=1)
+        self.bn = nn.BatchNorm2d(channels)
+        # zero scale and shift: BN(W y) = 0 at start, so the block is the identity
+        nn.init.zeros_(self.bn.weight)
+        nn.init.zeros_(self.bn.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, _, h, w = x.shape
+        theta = self.theta(x).flatten(2).transpose(1, 2)  # B x N x C/2
+        phi = self.phi(x).flatten(2)  # B x C/2 x N
+        g = self.g(x).flatten(2).transpose(1, 2)  # B x N x C/2
+        f = torch.bmm(theta, phi)  # B x N x N: f[i, j] = theta_i . phi_j
+        # embedded Gaussian normalises by a softmax over keys; dot product by C(x) = N keys
+        f = torch.softmax(f, dim=-1) if self.mode == "embedded_gaussian" else f / f.shape[-1]
+        y = torch.bmm(f, g).transpose(1, 2).reshape(b, -1, h, w)  # B x C/2 x H x W
+        return self.bn(self.W(y)) + x
+
+    def extra_repr(self) -> str:
+        return f"mode={self.mode!r}"
