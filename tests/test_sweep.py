@@ -3,6 +3,7 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pandas as pd
 import yaml
@@ -95,3 +96,11 @@ def test_failed_run_does_not_stop_the_others(tmp_path):
     out = _sweep(tmp_path, grid, "train.lr=1e30")
     assert out.returncode == 1
     assert out.stdout.count("FAILED") == 2 and "lower train.lr" in out.stdout
+
+
+def test_compare_grid_covers_every_variant(tmp_path):
+    import variants
+
+    grid = load_grid(Path(__file__).parent.parent / "experiments" / "compare.yaml")
+    assert grid.axes["model.variant"] == variants.available()
+    assert len(expand(grid, tmp_path)) == 2 * len(variants.available())
