@@ -38,9 +38,11 @@ def _inputs(shape=(2, 16, 5, 7)):
 
 @pytest.mark.parametrize("impl", ["naive", "efficient", "auto"])
 def test_pam_equals_formula_forward_and_backward(impl, monkeypatch):
-    import variants.danet
+    import variants.attention_ops
 
-    monkeypatch.setattr(variants.danet, "CHUNK_ELEMENTS", 64)  # 35 positions: 2 rows a chunk
+    monkeypatch.setattr(
+        variants.attention_ops, "CHUNK_ELEMENTS", 64
+    )  # 35 positions: 2 rows a chunk
     torch.manual_seed(0)
     pam = variants.create("pam", 16, impl=impl).double()
     with torch.no_grad():
@@ -186,3 +188,49 @@ def test_readme_variant_table_is_the_registry():
     readme = (Path(__file__).parent.parent / "README.md").read_text()
     block = readme.split("<!-- variants-table -->\n")[1].split("\n<!-- /variants-table -->")[0]
     assert block == table(), "README is stale: paste the output of python -m variants"
+
+
+@pytest.mark.parametrize(
+    "name, opts",
+    [
+        ("sagan", {}),
+        ("sagan", {"pool": False}),
+        ("nonlocal", {}),
+        ("nonlocal", {"mode": "dot_product"}),
+    ],
+)
+def test_efficient_impl_matches_naive(name, opts, monkeypatch):
+    """The other N x N modules take the same exact memory-efficient path as PAM."""
+    import variants.attention_ops
+
+    monkeypatch.setattr(variants.attention_ops, "CHUNK_ELEMENTS", 64)
+    outs, grads = [], []
+    for impl in ("naive", "efficient"):
+        torch.manual_seed(0)
+        m = variants.create(name, 16, impl=impl, **opts).double()
+        for p in m.parameters():  # leave the zero-initialised residual branch
+            torch.nn.init.normal_(p, std=0.3)
+        x = _inputs().requires_grad_()
+        out = m(x)
+        out.backward(torch.ones_like(out))
+        outs.append(out)
+        grads.append([x.grad] + [p.grad for p in m.parameters()])
+    assert (outs[0] - outs[1]).abs().max() <= 1e-10
+    assert all((a - b).abs().max() <= 1e-10 for a, b in zip(*grads))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_efficient_pam_on_cuda_matches_naive():
+    """On CUDA the efficient path is SDPA's memory-efficient kernel (value width != q/k)."""
+    outs, grads = [], []
+    for impl in ("naive", "efficient"):
+        torch.manual_seed(0)
+        m = variants.create("pam", 64, impl=impl).cuda()
+        torch.nn.init.constant_(m.gamma, 1.0)
+        x = torch.randn(2, 64, 30, 31, device="cuda", requires_grad=True)
+        out = m(x)
+        out.square().mean().backward()
+        outs.append(out)
+        grads.append(x.grad)
+    assert torch.allclose(outs[0], outs[1], atol=1e-4, rtol=1e-4)
+    assert torch.allclose(grads[0], grads[1], atol=1e-5, rtol=1e-3)

@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from danet.errors import unknown_choice
+from variants.attention_ops import IMPLS, attend
 
 MODES = ("embedded_gaussian", "dot_product")
 
@@ -32,12 +33,20 @@ MODES = ("embedded_gaussian", "dot_product")
 class NonLocal(nn.Module):
     """Position attention over all N positions; z = BN(W y) + x with BN zero-initialised."""
 
-    def __init__(self, channels: int, reduction: int = 2, mode: str = "embedded_gaussian") -> None:
+    def __init__(
+        self,
+        channels: int,
+        reduction: int = 2,
+        mode: str = "embedded_gaussian",
+        impl: str = "auto",
+    ) -> None:
         super().__init__()
         if mode not in MODES:
             raise unknown_choice("nonlocal mode", mode, MODES)
+        if impl not in IMPLS:
+            raise unknown_choice("nonlocal impl", impl, IMPLS)
         inter = max(channels // reduction, 1)
-        self.mode = mode
+        self.mode, self.impl = mode, impl
         self.theta = nn.Conv2d(channels, inter, kernel_size=1)
         self.phi = nn.Conv2d(channels, inter, kernel_size=1)
         self.g = nn.Conv2d(channels, inter, kernel_size=1)
@@ -51,12 +60,15 @@ class NonLocal(nn.Module):
         b, _, h, w = x.shape
         theta = self.theta(x).flatten(2).transpose(1, 2)  # B x N x C/2
         phi = self.phi(x).flatten(2)  # B x C/2 x N
-        g = self.g(x).flatten(2).transpose(1, 2)  # B x N x C/2
-        f = torch.bmm(theta, phi)  # B x N x N: f[i, j] = theta_i . phi_j
-        # embedded Gaussian normalises by a softmax over keys; dot product by C(x) = N keys
-        f = torch.softmax(f, dim=-1) if self.mode == "embedded_gaussian" else f / f.shape[-1]
-        y = torch.bmm(f, g).transpose(1, 2).reshape(b, -1, h, w)  # B x C/2 x H x W
+        g = self.g(x).flatten(2)  # B x C/2 x N
+        if self.mode == "embedded_gaussian":  # softmax over keys of theta_i . phi_j
+            y = attend(theta, phi, g, self.impl)
+        elif self.impl == "naive":  # dot product, normalised by C(x) = N keys
+            y = torch.bmm(g, torch.bmm(theta, phi).transpose(1, 2)) / phi.shape[-1]
+        else:  # the same sum, associated the other way: no N x N map
+            y = torch.bmm(torch.bmm(g, phi.transpose(1, 2)), theta.transpose(1, 2)) / phi.shape[-1]
+        y = y.reshape(b, -1, h, w)  # B x C/2 x H x W
         return self.bn(self.W(y)) + x
 
     def extra_repr(self) -> str:
-        return f"mode={self.mode!r}"
+        return f"mode={self.mode!r}, impl={self.impl!r}"

@@ -21,14 +21,21 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from danet.errors import unknown_choice
+from variants.attention_ops import IMPLS, attend
+
 
 class SelfAttention(nn.Module):
     """Position attention over 2x2-pooled keys/values; out = gamma * o(attention) + x."""
 
-    def __init__(self, channels: int, reduction: int = 8, pool: bool = True) -> None:
+    def __init__(
+        self, channels: int, reduction: int = 8, pool: bool = True, impl: str = "auto"
+    ) -> None:
         super().__init__()
+        if impl not in IMPLS:
+            raise unknown_choice("sagan impl", impl, IMPLS)
         qk, v = max(channels // reduction, 1), max(channels // 2, 1)
-        self.pool = pool
+        self.pool, self.impl = pool, impl
         self.query_conv = nn.Conv2d(channels, qk, kernel_size=1, bias=False)
         self.key_conv = nn.Conv2d(channels, qk, kernel_size=1, bias=False)
         self.value_conv = nn.Conv2d(channels, v, kernel_size=1, bias=False)
@@ -44,9 +51,9 @@ class SelfAttention(nn.Module):
         query = self.query_conv(x).flatten(2).transpose(1, 2)  # B x N x C/8
         key = self._subsample(self.key_conv(x)).flatten(2)  # B x C/8 x M, M ~ N/4
         value = self._subsample(self.value_conv(x)).flatten(2)  # B x C/2 x M
-        attention = torch.softmax(torch.bmm(query, key), dim=-1)  # B x N x M, no 1/sqrt(d)
-        out = torch.bmm(value, attention.transpose(1, 2)).view(b, -1, h, w)  # B x C/2 x H x W
+        # softmax over the M keys of the unscaled query . key, as in SAGAN
+        out = attend(query, key, value, self.impl).view(b, -1, h, w)  # B x C/2 x H x W
         return self.gamma * self.out_conv(out) + x
 
     def extra_repr(self) -> str:
-        return f"pool={self.pool}"
+        return f"pool={self.pool}, impl={self.impl!r}"
