@@ -153,15 +153,19 @@ def options(name: str) -> dict[str, object]:
     return {k: p.default for k, p in params.items() if k != "channels"}
 
 
+def _unknown_option(name: str, key: str, valid) -> DanetError:
+    listed = ", ".join(sorted(valid)) or "none"
+    return DanetError(
+        f"unknown option '{key}' for variant '{name}'{did_you_mean(key, valid)}; "
+        f"valid options: {listed}"
+    )
+
+
 def create(name: str, channels: int, **opts) -> nn.Module:
     valid = options(name)
     for key in opts:
         if key not in valid:
-            listed = ", ".join(sorted(valid)) or "none"
-            raise DanetError(
-                f"unknown option '{key}' for variant '{name}'{did_you_mean(key, valid)}; "
-                f"valid options: {listed}"
-            )
+            raise _unknown_option(name, key, valid)
     return info(name).factory(channels, **opts)
 
 
@@ -174,11 +178,7 @@ def branch_options(name: str, opts: dict) -> list[dict]:
     for key, value in opts.items():
         takers = [i for i, b in enumerate(branches) if key in options(b)]
         if not takers:
-            valid = sorted({k for b in branches for k in options(b)})
-            raise DanetError(
-                f"unknown option '{key}' for variant '{name}'{did_you_mean(key, valid)}; "
-                f"valid options: {', '.join(valid)}"
-            )
+            raise _unknown_option(name, key, {k for b in branches for k in options(b)})
         for i in takers:
             per_branch[i][key] = value
     return per_branch
