@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -29,13 +30,23 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_eval(args: argparse.Namespace) -> int:
     from danet.engine.eval_saved import evaluate_saved
 
-    metrics = evaluate_saved(Path(args.target), args.split)
+    metrics = evaluate_saved(
+        Path(args.target),
+        args.split,
+        args.mode,
+        args.config,
+        args.overrides,
+        Path(args.save) if args.save else None,
+    )
     print(json.dumps(metrics, indent=2))
+    for mode, m in metrics["eval"].items():
+        print(f"{mode:>7}: mIoU {100 * m['miou']:.2f}  pixel acc {100 * m['pixel_accuracy']:.2f}",
+              file=sys.stderr)  # fmt: skip
     return 0
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    from slurm.grid import default_parallel, expand, load_grid
+    from slurm.grid import default_parallel, describe, expand, load_grid
     from slurm.launch import launch
 
     grid = load_grid(args.grid)
@@ -43,8 +54,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     cluster = args.cluster or grid.launcher.cluster
     parallel = args.max_parallel or grid.launcher.max_parallel or default_parallel(specs[0].cfg)
     if args.dry_run:
-        for spec in specs:
-            print(f"{spec.run_id}  {spec.axes}  -> {spec.run_dir}")
+        print(describe(specs))
         return 0
     sweep_dir = Path(args.runs_root) / grid.name
     outcomes = launch(specs, sweep_dir / ".submitit", cluster, parallel, grid.launcher.timeout_min)
@@ -96,8 +106,19 @@ def parser() -> argparse.ArgumentParser:
     e = sub.add_parser(
         "eval", help="evaluate a run folder's newest checkpoint, or a checkpoint file"
     )
-    e.add_argument("target", help="RUN_DIR or RUN_DIR/ckpt/iter_N.pt")
-    e.add_argument("--split", default="val")
+    e.add_argument("target", help="RUN_DIR, RUN_DIR/ckpt/iter_N.pt, or a weights file")
+    e.add_argument("overrides", nargs="*", metavar="key=value", help="e.g. data.root=/data/cs")
+    e.add_argument(
+        "--mode",
+        action="append",
+        choices=["whole", "slide", "flip", "msflip"],
+        help="repeatable; default: the run's eval.modes",
+    )
+    e.add_argument("--split", default="val", choices=["val", "train"])
+    e.add_argument("--config", help="YAML config for a weights file outside a run folder")
+    e.add_argument(
+        "--save", metavar="DIR", help="write the first mode's predictions as PNGs (label ids)"
+    )
     e.set_defaults(func=cmd_eval)
 
     s = sub.add_parser("sweep", help="run a grid of experiments (skips done runs, resumes others)")
@@ -134,6 +155,9 @@ def main(argv: list[str] | None = None) -> int:
     except DanetError as e:
         print(f"danet {args.command}: error: {e}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # output piped into `head`: stop quietly, as Unix tools do
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
     except KeyboardInterrupt:
         print("interrupted; run the same command again to resume", file=sys.stderr)
         return 130

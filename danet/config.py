@@ -7,6 +7,7 @@ wrong type are DanetErrors that name the key, the file it came from and the vali
 from __future__ import annotations
 
 import dataclasses
+import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,13 +20,19 @@ from danet.errors import DanetError, did_you_mean
 
 @dataclass
 class DataConfig:
-    name: str = "synthetic"  # the built-in procedural dataset (danet.data.synthetic); no download
-    setting: str = "context"  # context: pairs told apart only by distant cues; local: control
-    image_size: int = 176  # larger than the default backbone's receptive field (see README)
-    train_size: int = 1600  # images are generated on the fly from (seed, split, index)
+    name: str = "synthetic"  # the built-in procedural dataset, or a downloaded one (README)
+    root: str = ""  # a downloaded dataset's folder; empty: data/<name>
+    train_split: str = "train"  # voc: train | trainaug (with SBD) | trainval
+    val_split: str = "val"
+    setting: str = "context"  # synthetic only. context: pairs told apart by distant cues; local
+    image_size: int = 176  # synthetic: larger than the default backbone's receptive field
+    train_size: int = 1600  # synthetic: images are generated on the fly from (seed, split, index)
     val_size: int = 200
-    data_seed: int = 0  # the dataset is fixed across run seeds, so seeds vary only training
-    crop_size: int = 176
+    data_seed: int = 0  # synthetic: fixed across run seeds, so seeds vary only training
+    # training rescale reference: long side (official), or (long, short) as mmseg's keep-ratio
+    # scale; each is multiplied by a random factor in scale_range. 0: the image's own size
+    base_size: int | tuple[int, int] = 0
+    crop_size: int | tuple[int, int] = 176  # one side, or (height, width)
     scale_range: tuple[float, float] = (0.9, 1.1)  # random rescale before the crop
     flip: bool = True
     num_workers: int = 0  # a built-in image costs ~3 ms; on 2 cores workers only compete
@@ -39,6 +46,7 @@ class ModelConfig:
     head: str = "auto"  # single | dual (DANet's two branches) | auto: dual for danet only
     head_channels: int = 0  # 0: the backbone's default (DANet's rule: its channels // 4)
     pretrained: str = ""  # local weights file for the backbone; empty: from scratch
+    multi_grid: tuple[int, ...] = ()  # layer4 dilations per block, e.g. (4, 8, 16); (): 2, 4, 4
 
 
 @dataclass
@@ -55,6 +63,17 @@ class TrainConfig:
     log_every: int = 10
     threads: int = 0  # torch intra-op threads; 0 leaves torch's default
     device: str = "auto"  # auto: cuda when available, else cpu
+    sync_bn: bool = True  # SyncBatchNorm when training on more than one process (DANet: yes)
+
+
+@dataclass
+class EvalConfig:
+    modes: tuple[str, ...] = ("whole",)  # whole | slide | flip | msflip; each in result.json
+    resize: tuple[int, ...] = ()  # (long, short): mmseg's keep-ratio test scale; (): native
+    crop_size: int | tuple[int, int] = 0  # sliding window; 0: data.crop_size
+    stride_rate: float = 2 / 3  # window stride as a fraction of the crop (official: 2/3)
+    scales: tuple[float, ...] = (0.5, 0.75, 1.0, 1.25, 1.5, 1.75, 2.0, 2.2)  # msflip (official)
+    flip: bool = True  # msflip also averages the horizontally flipped image
 
 
 @dataclass
@@ -63,6 +82,7 @@ class Config:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
 
 
 def to_dict(cfg: Config) -> dict[str, Any]:
@@ -98,6 +118,13 @@ def _coerce(key: str, value: Any, tp: Any, source: str) -> Any:
     def bad() -> DanetError:
         return DanetError(f"{source}: '{key}' must be {_type_name(tp)}, got {value!r}")
 
+    if origin in (typing.Union, types.UnionType):  # e.g. int | tuple[int, int]
+        for member in typing.get_args(tp):
+            try:
+                return _coerce(key, value, member, source)
+            except DanetError:
+                pass
+        raise bad()
     if origin in (tuple, list):
         if not isinstance(value, (list, tuple)):
             raise bad()
@@ -138,8 +165,15 @@ def _coerce(key: str, value: Any, tp: Any, source: str) -> Any:
 
 def _type_name(tp: Any) -> str:
     origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_type_name(m) for m in typing.get_args(tp))
     if origin in (tuple, list):
-        return "a list"
+        n = len(typing.get_args(tp))
+        return (
+            f"a list of {n}"
+            if origin is tuple and Ellipsis not in typing.get_args(tp)
+            else "a list"
+        )
     if origin is dict:
         return "a mapping"
     return {int: "an integer", float: "a number", bool: "true or false", str: "a string"}.get(

@@ -3,7 +3,9 @@
 A grid file has four keys:
   name:     the sweep's name; runs go to RUNS_ROOT/<name>/<run_id>/, reports to reports/<name>.*
   config:   overrides applied to every run (nested mapping of danet.config keys)
-  grid:     dotted config key -> list of values; one run per element of the cartesian product
+  grid:     axis -> list of values; one run per element of the cartesian product. An axis is
+            a dotted config key with plain values, or any name with mappings of config keys
+            as values (a bundle: keys that change together, e.g. a variant and its lr)
   launcher: how to launch (see Launcher)
 """
 
@@ -67,9 +69,18 @@ def load_grid(path: str | Path) -> Grid:
         raise DanetError(f"{path}: 'config' must be a mapping of config keys")
     if not isinstance(axes, dict):
         raise DanetError(f"{path}: 'grid' must map config keys to lists of values")
+    keys = C.flat_keys()
     for key, values in axes.items():
         if not isinstance(values, list) or not values:
             raise DanetError(f"{path}: grid axis '{key}' must be a non-empty list, got {values!r}")
+        bundles = [isinstance(v, dict) for v in values]
+        if any(bundles) and not all(bundles):
+            raise DanetError(f"{path}: grid axis '{key}' mixes mappings and plain values")
+        if not any(bundles) and key not in keys:
+            raise DanetError(
+                f"{path}: grid axis '{key}' is not a config key{did_you_mean(key, keys)}; "
+                "an axis of other name needs mappings of config keys as values"
+            )
     launcher = _launcher(data.get("launcher") or {}, path)
     return Grid(name, path, base, axes, launcher)
 
@@ -99,7 +110,9 @@ def expand(grid: Grid, runs_root: Path, overrides: list[str] | None = None) -> l
     keys = list(grid.axes)
     specs: list[RunSpec] = []
     for values in itertools.product(*(grid.axes[k] for k in keys)):
-        point = dict(zip(keys, values))
+        point: dict[str, Any] = {}
+        for key, value in zip(keys, values):
+            point.update(C.flatten(value) if isinstance(value, dict) else {key: value})
         cfg = C.apply(base, point, f"{grid.path} (grid)")
         try:
             check_config(cfg)
@@ -118,3 +131,22 @@ def expand(grid: Grid, runs_root: Path, overrides: list[str] | None = None) -> l
 def default_parallel(cfg: C.Config) -> int:
     threads = cfg.train.threads or 1
     return max(1, (os.cpu_count() or 1) // threads)
+
+
+def describe(specs: list[RunSpec]) -> str:
+    """The resolved configs of a sweep: the keys all runs share, then each run's own."""
+    flat = [C.flatten(C.to_dict(s.cfg)) for s in specs]
+    shared = {k: v for k, v in flat[0].items() if all(f[k] == v for f in flat)}
+    lines = [f"{len(specs)} runs; resolved settings shared by all:"]
+    lines += [f"  {k}: {_show(v)}" for k, v in shared.items()]
+    lines.append("per run:")
+    for spec, f in zip(specs, flat):
+        own = "  ".join(f"{k}={_show(v)}" for k, v in f.items() if k not in shared)
+        lines.append(f"  {spec.run_id}  {own}  -> {spec.run_dir}")
+    return "\n".join(lines)
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, list):
+        return "[" + ", ".join(map(str, value)) + "]"
+    return '""' if value == "" else str(value)

@@ -7,11 +7,12 @@ from torch.utils.data import Dataset
 
 from danet.config import DataConfig
 from danet.data import synthetic
+from danet.data.layouts import LAYOUTS
 from danet.data.sampler import seed_from
 from danet.data.transforms import normalize, to_tensors, train_augment
 from danet.errors import unknown_choice
 
-DATASETS = ("synthetic",)
+DATASETS = ("synthetic", *LAYOUTS)
 
 
 class SyntheticDataset(Dataset):
@@ -23,6 +24,7 @@ class SyntheticDataset(Dataset):
 
     classes = synthetic.CLASSES
     ignore_index = synthetic.IGNORE
+    same_size = True  # validation images all have one size, so evaluation can batch them
 
     def __init__(self, cfg: DataConfig, split: str, seed: int = 0) -> None:
         self.cfg, self.split, self.seed = cfg, split, seed
@@ -47,17 +49,30 @@ class SyntheticDataset(Dataset):
                 self.cfg.flip,
                 gen,
                 self.ignore_index,
+                self.cfg.base_size,
             )
         return normalize(img), lab
 
 
 def check_data_config(cfg: DataConfig) -> None:
+    """Cheap checks of names and splits; the files are checked when a dataset is built."""
     if cfg.name not in DATASETS:
         raise unknown_choice("data.name", cfg.name, DATASETS)
-    if cfg.setting not in synthetic.SETTINGS:
-        raise unknown_choice("data.setting", cfg.setting, synthetic.SETTINGS)
+    if cfg.name == "synthetic":
+        if cfg.setting not in synthetic.SETTINGS:
+            raise unknown_choice("data.setting", cfg.setting, synthetic.SETTINGS)
+        return
+    splits = LAYOUTS[cfg.name].splits
+    for key in ("train_split", "val_split"):
+        if getattr(cfg, key) not in splits:
+            raise unknown_choice(f"data.{key} of {cfg.name}", getattr(cfg, key), splits)
 
 
 def build_dataset(cfg: DataConfig, split: str, seed: int = 0) -> Dataset:
+    """split: train (augmented, (index, draw) items) or val."""
     check_data_config(cfg)
-    return SyntheticDataset(cfg, split, seed)
+    if cfg.name == "synthetic":
+        return SyntheticDataset(cfg, split, seed)
+    from danet.data.files import FileDataset
+
+    return FileDataset(cfg, split, seed)

@@ -1,37 +1,81 @@
-"""`danet eval`: whole-image evaluation of a saved checkpoint with its run's config."""
+"""`danet eval`: evaluate a saved model, in any of the evaluation modes.
+
+TARGET is a run folder (its newest readable checkpoint), a checkpoint inside one (the run's
+config.yaml applies), or any other weights file, e.g. the released DANet-101 in
+PyTorch-Encoding's layout (danet/models/convert.py); then --config and key=value overrides
+describe the model and data. Overrides apply in every case (data.root on another machine).
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import yaml
-
 from danet import config as C
 from danet.data import build_dataset
 from danet.engine import checkpoint
 from danet.engine.evaluate import evaluate, metrics_dict
-from danet.engine.train import pick_device
+from danet.engine.train import check_config, pick_device
 from danet.errors import DanetError
 from danet.models import Segmentor
+from danet.models.convert import load_weights
 
 
-def evaluate_saved(target: Path, split: str = "val") -> dict:
+def _run_dir_of(target: Path) -> Path | None:
     run_dir = target if target.is_dir() else target.parent.parent
-    cfg_path = run_dir / "config.yaml"
-    if not cfg_path.is_file():
-        raise DanetError(f"{cfg_path}: not found; give a run folder made by danet train or sweep")
-    cfg = C.from_dict(yaml.safe_load(cfg_path.read_text()) or {}, str(cfg_path))
-    if target.is_dir():
-        state = checkpoint.latest(run_dir)
-        if state is None:
-            raise DanetError(f"{run_dir}: no readable checkpoint in {checkpoint.ckpt_dir(run_dir)}")
-    else:
-        state = checkpoint.load(target)
-    dataset = build_dataset(cfg.data, split, cfg.seed)
+    return run_dir if (run_dir / "config.yaml").is_file() else None
+
+
+def evaluate_saved(
+    target: Path,
+    split: str = "val",
+    modes: list[str] | None = None,
+    config_file: str | None = None,
+    overrides: list[str] | None = None,
+    save_dir: Path | None = None,
+) -> dict:
+    if not target.exists():
+        raise DanetError(f"{target}: not found; give a run folder or a checkpoint file")
+    run_dir = _run_dir_of(target)
+    if target.is_dir() and run_dir is None:
+        raise DanetError(f"{target}/config.yaml: not found; give a run folder made by danet train")
+    base = config_file or (run_dir / "config.yaml" if run_dir else None)
+    if base is None and not overrides:
+        raise DanetError(
+            f"{target} is not inside a run folder; give --config and/or key=value overrides "
+            "for the model and data (the released DANet-101: model.backbone=resnet101 "
+            "model.multi_grid=[4,8,16] data.name=cityscapes data.root=...)"
+        )
+    extra = list(overrides or [])
+    if modes:
+        extra.append(f"eval.modes=[{','.join(modes)}]")
+    cfg = C.build(base, extra)
+    check_config(cfg)
+    dataset = build_dataset(cfg.data, "train" if split == "train" else "val", cfg.seed)
     model = Segmentor(cfg.model, len(dataset.classes))
-    model.load_state_dict(state["model"])
+    if target.is_dir():
+        state = checkpoint.latest(target)
+        if state is None:
+            raise DanetError(f"{target}: no readable checkpoint in {checkpoint.ckpt_dir(target)}")
+        model.load_state_dict(state["model"])
+        iteration, layout = state["iteration"], "danet-bench"
+    else:
+        layout = load_weights(model, target)
+        iteration = None
+        if layout == "danet-bench":
+            iteration = checkpoint.load(target).get("iteration")
     device = pick_device(cfg.train.device)
-    cm = evaluate(
-        model.to(device), dataset, len(dataset.classes), device, ignore_index=dataset.ignore_index
-    )
-    return {"iteration": state["iteration"], "split": split, **metrics_dict(cm, dataset.classes)}
+    cms = evaluate(
+        model.to(device), dataset, len(dataset.classes), device, cfg.eval,
+        cfg.data.crop_size, dataset.ignore_index, save_dir,
+    )  # fmt: skip
+    by_mode = {mode: metrics_dict(cm, dataset.classes) for mode, cm in cms.items()}
+    first = by_mode[cfg.eval.modes[0]]
+    return {
+        "iteration": iteration,
+        "weights": str(target),
+        "layout": layout,
+        "split": split,
+        **first,
+        "eval_mode": cfg.eval.modes[0],
+        "eval": by_mode,
+    }

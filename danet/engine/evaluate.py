@@ -1,11 +1,17 @@
-"""Whole-image evaluation with the dataset-level confusion matrix."""
+"""Evaluation with the dataset-level confusion matrix, in each of the configured modes."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import numpy as np
 import torch
+from PIL import Image
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from danet.config import EvalConfig
+from danet.engine.inference import predict
 from danet.metrics import ConfusionMatrix
 
 
@@ -15,18 +21,40 @@ def evaluate(
     dataset: Dataset,
     num_classes: int,
     device: torch.device,
-    batch_size: int = 8,
+    cfg: EvalConfig | None = None,
+    default_crop: int | tuple[int, int] = 0,
     ignore_index: int = 255,
-) -> ConfusionMatrix:
-    """Argmax of the main (fused) output on every whole image; eval mode restored after."""
+    save_dir: Path | None = None,
+) -> dict[str, ConfusionMatrix]:
+    """One confusion matrix per mode of cfg.modes, from the main (fused) output; each image
+    is loaded once for all modes. `save_dir` receives the first mode's predictions as PNGs in
+    the dataset's own label encoding (Cityscapes: labelIds, as its official evaluation wants).
+    Eval mode is restored to what it was."""
+    cfg = cfg or EvalConfig()
     was_training = model.training
     model.eval()
-    cm = ConfusionMatrix(num_classes, ignore_index)
-    for img, lab in DataLoader(dataset, batch_size=batch_size, shuffle=False):
-        logits = model(img.to(device))[0]
-        cm.update(logits.argmax(1), lab)
+    cms = {mode: ConfusionMatrix(num_classes, ignore_index) for mode in cfg.modes}
+    # Images of one size (the built-in dataset) go through in batches; others one by one.
+    batch = 8 if getattr(dataset, "same_size", False) and cfg.modes == ("whole",) else 1
+    seen = 0
+    for img, lab in DataLoader(dataset, batch_size=batch, shuffle=False):
+        img = img.to(device)
+        for mode in cfg.modes:
+            pred = predict(model, img, mode, cfg, default_crop).argmax(1).cpu()
+            cms[mode].update(pred, lab)
+            if save_dir is not None and mode == cfg.modes[0]:
+                _save(pred, dataset, seen, save_dir)
+        seen += len(img)
     model.train(was_training)
-    return cm
+    return cms
+
+
+def _save(pred: torch.Tensor, dataset: Dataset, first: int, save_dir: Path) -> None:
+    save_dir.mkdir(parents=True, exist_ok=True)
+    to_raw = dataset.raw_ids() if hasattr(dataset, "raw_ids") else np.arange(256, dtype=np.uint8)
+    for i, p in enumerate(pred.numpy().astype(np.uint8)):
+        name = dataset.name_of(first + i) if hasattr(dataset, "name_of") else f"{first + i:06d}"
+        Image.fromarray(to_raw[p]).save(save_dir / f"{name}.png")
 
 
 def metrics_dict(cm: ConfusionMatrix, class_names) -> dict:

@@ -25,8 +25,10 @@ import variants
 from danet import config as C
 from danet.data import build_dataset, check_data_config
 from danet.data.sampler import ResumableSampler
+from danet.data.transforms import pair
 from danet.engine import checkpoint
 from danet.engine.evaluate import evaluate, metrics_dict
+from danet.engine.inference import MODES, resize_to
 from danet.errors import DanetError, unknown_choice
 from danet.models import BACKBONES, Segmentor
 from danet.models.head import head_branches
@@ -36,6 +38,7 @@ from danet.utils import (
     device_name,
     git_state,
     seed_everything,
+    sha256_file,
     versions,
 )
 
@@ -57,7 +60,7 @@ def check_config(cfg: C.Config) -> None:
     positive = {
         "train.iterations": cfg.train.iterations,
         "train.batch_size": cfg.train.batch_size,
-        "data.crop_size": cfg.data.crop_size,
+        "data.crop_size": min(pair(cfg.data.crop_size)),
         "data.image_size": cfg.data.image_size,
         "train.checkpoint_every": cfg.train.checkpoint_every,
         "train.log_every": cfg.train.log_every,
@@ -65,6 +68,10 @@ def check_config(cfg: C.Config) -> None:
     for key, value in positive.items():
         if value <= 0:
             raise DanetError(f"'{key}' must be positive, got {value}")
+    if min(pair(cfg.data.base_size)) < 0:
+        raise DanetError(
+            f"'data.base_size' must be 0, a size, or (long, short); got {cfg.data.base_size}"
+        )
     lo, hi = cfg.data.scale_range
     if not 0 < lo <= hi:
         raise DanetError(
@@ -76,8 +83,33 @@ def check_config(cfg: C.Config) -> None:
             f"'train.loss_weights' has {len(cfg.train.loss_weights)} weights; variant "
             f"'{cfg.model.variant}' has {outputs} outputs in this head (fused, then per branch)"
         )
+    check_eval_config(cfg.eval)
     if cfg.train.device not in ("auto", "cpu") and not cfg.train.device.startswith("cuda"):
         raise DanetError(f"'train.device' must be auto, cpu or cuda[:N], got '{cfg.train.device}'")
+
+
+def pretrained_record(path: str) -> dict | None:
+    """Which backbone weights a run started from: None for from scratch."""
+    if not path:
+        return None
+    return {"file": str(Path(path).resolve()), "sha256": sha256_file(Path(path))}
+
+
+def check_eval_config(ev: C.EvalConfig) -> None:
+    if not ev.modes:
+        raise DanetError("'eval.modes' is empty; give one or more of " + ", ".join(MODES))
+    for mode in ev.modes:
+        if mode not in MODES:
+            raise unknown_choice("eval.modes entry", mode, MODES)
+    if len(set(ev.modes)) != len(ev.modes):
+        raise DanetError(f"'eval.modes' repeats a mode: {list(ev.modes)}")
+    if not 0 < ev.stride_rate <= 1:
+        raise DanetError(f"'eval.stride_rate' must be in (0, 1], got {ev.stride_rate}")
+    if not ev.scales or min(ev.scales) <= 0:
+        raise DanetError(f"'eval.scales' must be positive numbers, got {list(ev.scales)}")
+    if min(pair(ev.crop_size)) < 0:
+        raise DanetError(f"'eval.crop_size' must be positive or 0, got {ev.crop_size}")
+    resize_to(1, 1, ev.resize)  # raises on a malformed eval.resize
 
 
 def pick_device(name: str) -> torch.device:
@@ -243,12 +275,11 @@ def run(
 
     val_set = build_dataset(cfg.data, "val", cfg.seed)
     t_eval = time.perf_counter()
-    metrics = metrics_dict(
-        evaluate(model, val_set, num_classes, device, ignore_index=ignore), train_set.classes
-    )
-    log.write(
-        event="eval", iteration=total, **{k: v for k, v in metrics.items() if k != "per_class_iou"}
-    )
+    cms = evaluate(model, val_set, num_classes, device, cfg.eval, cfg.data.crop_size, ignore)
+    by_mode = {mode: metrics_dict(cm, train_set.classes) for mode, cm in cms.items()}
+    metrics = by_mode[cfg.eval.modes[0]]
+    for mode, m in by_mode.items():
+        log.write(event="eval", iteration=total, mode=mode, miou=m["miou"])
     log.close()
     memory, memory_kind = peak_memory_mb(device)
     result = {
@@ -263,10 +294,15 @@ def run(
         "setting": cfg.data.setting,
         "seed": cfg.seed,
         "iterations": total,
-        **metrics,
+        **metrics,  # of the first eval mode; every mode's are under "eval"
+        "eval_mode": cfg.eval.modes[0],
+        "eval": by_mode,
         "classes": list(train_set.classes),
         "params": sum(p.numel() for p in model.parameters()),
         "head_params": sum(p.numel() for p in model.head.parameters()),
+        "pretrained": pretrained_record(cfg.model.pretrained),
+        "world_size": 1,
+        "sync_bn": False,  # SyncBatchNorm only replaces BatchNorm across several processes
         "train_time_s": elapsed,
         "eval_time_s": time.perf_counter() - t_eval,
         "peak_memory_mb": memory,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -53,10 +54,47 @@ BACKBONES: dict[str, BackboneSpec] = {
 }
 
 
-class Backbone(nn.Module):
-    """A timm feature extractor returning one stride-8 feature map."""
+def set_multi_grid(body: nn.Module, name: str, multi_grid: Sequence[int]) -> None:
+    """Give the 3x3 conv (`conv2`) of layer4's block i the dilation multi_grid[i], in place.
 
-    def __init__(self, name: str, pretrained: str = "") -> None:
+    This is PyTorch-Encoding's multi-grid (`--multi-grid --multi-dilation 4 8 16`, the
+    released DANet-101): its `_make_layer` gives block 0 multi_dilation[0] and block i
+    multi_dilation[i % len]; here the length must equal the number of blocks.
+
+    Without it, timm (1.0.31) at output_stride=8 gives a bottleneck ResNet's layer4 conv2 the
+    dilations 2, 4, 4 (block 0 keeps the previous stage's 2; layer3: 1, 2, 2, ...), as does
+    PyTorch-Encoding's dilated ResNet. In a basic-block ResNet (resnet18/34) both convs are
+    3x3: conv1 has 2, 4 and conv2 4, 4; multi-grid sets conv2 only.
+    Only dilation and padding change, so the weights (and a pretrained file) are unaffected.
+    """
+    grid = tuple(multi_grid)
+    given = "[" + ",".join(map(str, grid)) + "]"  # as written on the command line
+    blocks = list(getattr(body, "layer4", None) or ())
+    if not blocks or all(block.conv2.dilation == (1, 1) for block in blocks):
+        raise DanetError(
+            f"model.multi_grid={given}: backbone '{name}' has no dilated layer4; use a ResNet "
+            "at output stride 8 (e.g. model.backbone=resnet101s) or set model.multi_grid=[]"
+        )
+    if len(grid) != len(blocks) or not all(isinstance(d, int) and d >= 1 for d in grid):
+        example = ",".join(str(4 * 2**i) for i in range(len(blocks)))  # 3 blocks: 4,8,16
+        raise DanetError(
+            f"model.multi_grid={given}: backbone '{name}' has {len(blocks)} blocks in layer4; "
+            f"give one dilation >= 1 per block, e.g. model.multi_grid=[{example}], "
+            "or [] for timm's default"
+        )
+    for block, dilation in zip(blocks, grid):
+        conv = block.conv2
+        conv.dilation = (dilation, dilation)
+        conv.padding = tuple(dilation * (k - 1) // 2 for k in conv.kernel_size)
+
+
+class Backbone(nn.Module):
+    """A timm feature extractor returning one stride-8 feature map.
+
+    `multi_grid`: layer4's per-block dilations (set_multi_grid); (): timm's 2, 4, 4.
+    """
+
+    def __init__(self, name: str, pretrained: str = "", multi_grid: Sequence[int] = ()) -> None:
         super().__init__()
         if name not in BACKBONES:
             raise unknown_choice("backbone", name, BACKBONES)
@@ -73,6 +111,8 @@ class Backbone(nn.Module):
             # timm reads the local file; `checkpoint_path=` fails with features_only.
             kwargs.update(pretrained=True, pretrained_cfg_overlay=dict(file=str(pretrained)))
         self.body = timm.create_model(spec.timm_name, **kwargs)
+        if multi_grid:
+            set_multi_grid(self.body, name, multi_grid)
         self.out_channels: int = self.body.feature_info.channels()[-1]
         self.head_channels: int = spec.head_channels or self.out_channels // 4
 

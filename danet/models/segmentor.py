@@ -14,7 +14,7 @@ from danet.models.head import DANetHead
 class Segmentor(nn.Module):
     def __init__(self, cfg: ModelConfig, num_classes: int) -> None:
         super().__init__()
-        self.backbone = Backbone(cfg.backbone, cfg.pretrained)
+        self.backbone = Backbone(cfg.backbone, cfg.pretrained, cfg.multi_grid)
         self.head = DANetHead(
             self.backbone.out_channels,
             num_classes,

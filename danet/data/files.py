@@ -1,0 +1,132 @@
+"""A downloaded dataset on disk: (image, label map) files read with Pillow.
+
+Every pair is checked when the dataset is built: both files must open and have the same
+size (Pillow reads only the headers, ~0.1 ms a pair). A file that fails to decode later
+raises a DanetError naming it, whatever the DataLoader worker.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import Dataset
+
+from danet.config import DataConfig
+from danet.data.layouts import IGNORE, LAYOUTS, list_samples
+from danet.data.sampler import seed_from
+from danet.data.transforms import normalize, to_tensors, train_augment
+from danet.errors import DanetError
+
+
+def _open(path: Path) -> Image.Image:
+    try:
+        return Image.open(path)
+    except (OSError, ValueError) as e:
+        raise DanetError(f"{path}: unreadable ({e.__class__.__name__}: {e})") from None
+
+
+def label_size(path: Path) -> tuple[int, int] | None:
+    """(width, height) from the header; None for a .mat label, sized when read."""
+    if path.suffix == ".mat":
+        return None
+    with _open(path) as im:
+        return im.size
+
+
+def read_image(path: Path) -> np.ndarray:
+    try:
+        with _open(path) as im:
+            return np.array(im.convert("RGB"))
+    except OSError as e:
+        raise DanetError(f"{path}: unreadable ({e})") from None
+
+
+def read_label(path: Path) -> np.ndarray:
+    """Raw label values (HxW uint8). A palette PNG gives its indices, as VOC stores classes."""
+    if path.suffix == ".mat":
+        from scipy.io import loadmat  # SBD's MATLAB files; scipy reads them, nothing else here does
+
+        try:
+            return np.asarray(
+                loadmat(path, squeeze_me=True, struct_as_record=False)["GTcls"].Segmentation,
+                np.uint8,
+            )
+        except (OSError, ValueError, KeyError, AttributeError) as e:
+            raise DanetError(f"{path}: unreadable SBD label ({e})") from None
+    try:
+        with _open(path) as im:
+            if im.mode not in ("L", "P"):
+                raise DanetError(
+                    f"{path}: label maps must be single-channel (mode L or P), got {im.mode}"
+                )
+            return np.array(im)
+    except OSError as e:
+        raise DanetError(f"{path}: unreadable ({e})") from None
+
+
+class FileDataset(Dataset):
+    """One split of a downloaded dataset (danet.data.layouts). Items are the same as the
+    built-in dataset's: training items are (index, draw) and augmented from the run seed."""
+
+    ignore_index = IGNORE
+
+    def __init__(self, cfg: DataConfig, split: str, seed: int = 0) -> None:
+        self.cfg, self.train, self.seed = cfg, split == "train", seed
+        layout = LAYOUTS[cfg.name]
+        self.classes, self.lut = layout.classes, layout.lut
+        root = Path(cfg.root or Path("data") / cfg.name)
+        self.samples = list_samples(
+            cfg.name, root, cfg.train_split if self.train else cfg.val_split
+        )
+        for image, label in self.samples:
+            with _open(image) as im:
+                size = im.size
+            lsize = label_size(label)
+            if lsize is not None and lsize != size:
+                raise DanetError(_size_error(image, label, size, lsize))
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def load(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        """(HxWx3 uint8 image, HxW uint8 training ids) of one sample, unaugmented."""
+        image_path, label_path = self.samples[index]
+        image, raw = read_image(image_path), read_label(label_path)
+        if raw.shape != image.shape[:2]:
+            raise DanetError(
+                _size_error(image_path, label_path, image.shape[1::-1], raw.shape[::-1])
+            )
+        return image, self.lut[raw]
+
+    def name_of(self, index: int) -> str:
+        """The image's file name without suffix, as benchmark servers name predictions."""
+        return self.samples[index][0].stem
+
+    def raw_ids(self) -> np.ndarray:
+        """Training id -> the dataset's own label value (the inverse of the label table)."""
+        inverse = np.zeros(256, np.uint8)
+        for raw in range(255, -1, -1):  # the lowest raw value of a class wins
+            if self.lut[raw] != IGNORE:
+                inverse[self.lut[raw]] = raw
+        return inverse
+
+    def __getitem__(self, item: int | tuple[int, int]):
+        index, draw = item if isinstance(item, tuple) else (item, 0)
+        img, lab = to_tensors(*self.load(index))
+        if self.train:
+            gen = torch.Generator().manual_seed(seed_from(self.seed, draw))
+            img, lab = train_augment(
+                img, lab, self.cfg.crop_size, self.cfg.scale_range, self.cfg.flip, gen,
+                self.ignore_index, self.cfg.base_size,
+            )  # fmt: skip
+        return normalize(img), lab
+
+
+def _size_error(image: Path, label: Path, size, lsize) -> str:
+    return (
+        f"{label}: label map is {lsize[0]}x{lsize[1]} but its image {image} is "
+        f"{size[0]}x{size[1]}; re-extract the dataset"
+    )

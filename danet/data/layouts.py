@@ -1,0 +1,170 @@
+"""Where each downloadable dataset keeps its files, and how its label maps encode classes.
+
+`list_samples(name, root, split)` returns (image, label) path pairs for one split, after
+checking the tree: a missing folder, split list or label file is a DanetError naming the
+path. Layouts are those of the official downloads (README, "Datasets"):
+
+  cityscapes  leftImg8bit/{split}/{city}/*_leftImg8bit.png, gtFine/.../*_gtFine_labelIds.png
+  voc         VOCdevkit/VOC2012/{JPEGImages,SegmentationClass,ImageSets/Segmentation};
+              trainaug adds SBD: benchmark_RELEASE/dataset/{cls/*.mat,train.txt,val.txt}
+  ade20k      ADEChallengeData2016/{images,annotations}/{training,validation}
+  pcontext60  VOCdevkit/VOC2010/{JPEGImages,SegmentationClassContext,
+  pcontext59    ImageSets/SegmentationContext} (mmsegmentation's converted layout)
+  cocostuff   images/{train2017,val2017}/*.jpg, annotations/{train2017,val2017}/*.png
+              (the stuffthingmaps_trainval2017 PNGs, unconverted)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from danet.data import classes as names
+from danet.errors import DanetError, unknown_choice
+
+IGNORE = 255
+
+
+@dataclass(frozen=True)
+class Layout:
+    classes: tuple[str, ...]
+    lut: np.ndarray  # raw label value (0-255) -> training id, IGNORE for unlabelled
+    splits: tuple[str, ...]
+
+
+def _lut(pairs: dict[int, int]) -> np.ndarray:
+    lut = np.full(256, IGNORE, np.uint8)
+    for raw, train_id in pairs.items():
+        lut[raw] = train_id
+    return lut
+
+
+def _shifted(n: int) -> np.ndarray:
+    """0 is 'other' (ignored); 1..n are the classes 0..n-1."""
+    return _lut({k: k - 1 for k in range(1, n + 1)})
+
+
+LAYOUTS: dict[str, Layout] = {
+    "cityscapes": Layout(
+        names.CITYSCAPES, _lut(names.CITYSCAPES_TRAIN_IDS), ("train", "val", "trainval")
+    ),
+    "voc": Layout(
+        names.VOC, _lut({k: k for k in range(21)}), ("train", "val", "trainval", "trainaug")
+    ),
+    "ade20k": Layout(names.ADE20K, _shifted(150), ("train", "val")),
+    "pcontext60": Layout(names.PCONTEXT60, _lut({k: k for k in range(60)}), ("train", "val")),
+    "pcontext59": Layout(names.PCONTEXT60[1:], _shifted(59), ("train", "val")),
+    "cocostuff": Layout(
+        names.COCO_STUFF,
+        _lut({raw: t for t, raw in enumerate(names.COCO_STUFF_IDS)}),
+        ("train", "val"),
+    ),
+}
+
+
+def _need(path: Path, what: str) -> Path:
+    if not path.exists():
+        raise DanetError(f"{path}: missing ({what}); check data.root and the README's 'Datasets'")
+    return path
+
+
+def _ids(path: Path) -> list[str]:
+    return [
+        line.strip() for line in _need(path, "split list").read_text().splitlines() if line.strip()
+    ]
+
+
+def _pairs(images: list[Path], label_of) -> list[tuple[Path, Path]]:
+    pairs = []
+    for image in images:
+        label = label_of(image)
+        if not label.is_file():
+            raise DanetError(f"{label}: missing (the label map of {image})")
+        pairs.append((image, label))
+    return pairs
+
+
+def _cityscapes(root: Path, split: str) -> list[tuple[Path, Path]]:
+    out = []
+    for part in ("train", "val") if split == "trainval" else (split,):
+        folder = _need(root / "leftImg8bit" / part, "Cityscapes images")
+        _need(root / "gtFine" / part, "Cityscapes fine labels")
+        images = sorted(folder.glob("*/*_leftImg8bit.png"))
+
+        def label(p: Path, part: str = part) -> Path:
+            stem = p.name[: -len("_leftImg8bit.png")]
+            return root / "gtFine" / part / p.parent.name / f"{stem}_gtFine_labelIds.png"
+
+        out += _pairs(images, label)
+    return out
+
+
+def _voc(root: Path, split: str) -> list[tuple[Path, Path]]:
+    voc = _need(root / "VOCdevkit" / "VOC2012", "PASCAL VOC 2012")
+    sets = voc / "ImageSets" / "Segmentation"
+    if split != "trainaug":
+        ids = _ids(sets / f"{split}.txt")
+        return _pairs(
+            [voc / "JPEGImages" / f"{i}.jpg" for i in ids],
+            lambda p: voc / "SegmentationClass" / f"{p.stem}.png",
+        )
+    # trainaug (10,582 images): VOC train + SBD train and val, minus VOC val. A VOC label map,
+    # with its 255 boundaries, is used where one exists; SBD's .mat otherwise.
+    sbd = _need(root / "benchmark_RELEASE" / "dataset", "SBD, needed by data.train_split=trainaug")
+    val = set(_ids(sets / "val.txt"))
+    ids = dict.fromkeys(_ids(sets / "train.txt") + _ids(sbd / "train.txt") + _ids(sbd / "val.txt"))
+    ids = [i for i in ids if i not in val]
+
+    def label(p: Path) -> Path:
+        png = voc / "SegmentationClass" / f"{p.stem}.png"
+        return png if png.is_file() else sbd / "cls" / f"{p.stem}.mat"
+
+    return _pairs([voc / "JPEGImages" / f"{i}.jpg" for i in ids], label)
+
+
+def _ade20k(root: Path, split: str) -> list[tuple[Path, Path]]:
+    base = root / "ADEChallengeData2016" if (root / "ADEChallengeData2016").is_dir() else root
+    part = {"train": "training", "val": "validation"}[split]
+    images = sorted(_need(base / "images" / part, "ADE20K images").glob("*.jpg"))
+    ann = _need(base / "annotations" / part, "ADE20K annotations")
+    return _pairs(images, lambda p: ann / f"{p.stem}.png")
+
+
+def _pcontext(root: Path, split: str) -> list[tuple[Path, Path]]:
+    voc = _need(root / "VOCdevkit" / "VOC2010", "PASCAL VOC 2010 with Context labels")
+    ids = _ids(voc / "ImageSets" / "SegmentationContext" / f"{split}.txt")
+    labels = _need(voc / "SegmentationClassContext", "PASCAL Context label maps")
+    return _pairs(
+        [voc / "JPEGImages" / f"{i}.jpg" for i in ids], lambda p: labels / f"{p.stem}.png"
+    )
+
+
+def _cocostuff(root: Path, split: str) -> list[tuple[Path, Path]]:
+    part = f"{split}2017"
+    images = sorted(_need(root / "images" / part, "COCO images").glob("*.jpg"))
+    ann = _need(root / "annotations" / part, "COCO-Stuff stuffthingmaps")
+    return _pairs(images, lambda p: ann / f"{p.stem}.png")
+
+
+LISTERS = {
+    "cityscapes": _cityscapes,
+    "voc": _voc,
+    "ade20k": _ade20k,
+    "pcontext60": _pcontext,
+    "pcontext59": _pcontext,
+    "cocostuff": _cocostuff,
+}
+
+
+def list_samples(name: str, root: Path, split: str) -> list[tuple[Path, Path]]:
+    layout = LAYOUTS[name]
+    if split not in layout.splits:
+        raise unknown_choice(f"data split of {name}", split, layout.splits)
+    if not root.is_dir():
+        raise DanetError(f"{root}: dataset folder not found; set data.root to where {name} is")
+    pairs = LISTERS[name](root, split)
+    if not pairs:
+        raise DanetError(f"{root}: no {name} images found for split '{split}'")
+    return pairs
