@@ -176,6 +176,12 @@ def test_sweep_marks_the_run_with_corrupt_data_failed(tmp_path):
     assert out.stdout.count("FAILED") == 1 and out.stdout.count("  done ") == 1
     failed = next(line for line in out.stdout.splitlines() if "FAILED" in line)
     assert f"{broken}: unreadable" in failed
+    # the validation images are checked before training starts, not after hours of it
+    runs = {
+        yaml.safe_load((d / "config.yaml").read_text())["data"]["root"]: d
+        for d in (tmp_path / "runs" / "two").glob("danet-*")
+    }
+    assert not (runs[str(bad)] / "ckpt").exists() and (runs[str(good)] / "result.json").exists()
 
 
 def _official_cityscapes_miou(pred_files, gt_files) -> float:

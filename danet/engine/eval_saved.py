@@ -66,7 +66,7 @@ def evaluate_saved(
     device = pick_device(cfg.train.device)
     cms = evaluate(
         model.to(device), dataset, len(dataset.classes), device, cfg.eval,
-        cfg.data.crop_size, dataset.ignore_index, save_dir,
+        cfg.data.crop_size, dataset.ignore_index, save_dir, cfg.data.num_workers,
     )  # fmt: skip
     by_mode = {mode: metrics_dict(cm, dataset.classes) for mode, cm in cms.items()}
     first = by_mode[cfg.eval.modes[0]]

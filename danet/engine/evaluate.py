@@ -25,6 +25,7 @@ def evaluate(
     default_crop: int | tuple[int, int] = 0,
     ignore_index: int = 255,
     save_dir: Path | None = None,
+    num_workers: int = 0,
 ) -> dict[str, ConfusionMatrix]:
     """One confusion matrix per mode of cfg.modes, from the main (fused) output; each image
     is loaded once for all modes. `save_dir` receives the first mode's predictions as PNGs in
@@ -37,7 +38,7 @@ def evaluate(
     # Images of one size (the built-in dataset) go through in batches; others one by one.
     batch = 8 if getattr(dataset, "same_size", False) and cfg.modes == ("whole",) else 1
     seen = 0
-    for img, lab in DataLoader(dataset, batch_size=batch, shuffle=False):
+    for img, lab in DataLoader(dataset, batch_size=batch, shuffle=False, num_workers=num_workers):
         img = img.to(device)
         for mode in cfg.modes:
             pred = predict(model, img, mode, cfg, default_crop).argmax(1).cpu()

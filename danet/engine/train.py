@@ -185,6 +185,7 @@ def run(
     seed_everything(cfg.seed)
 
     train_set = build_dataset(cfg.data, "train", cfg.seed)
+    val_set = build_dataset(cfg.data, "val", cfg.seed)  # now: a bad file fails before training
     num_classes, ignore = len(train_set.classes), train_set.ignore_index
     model = Segmentor(cfg.model, num_classes).to(device)
     optimizer = torch.optim.SGD(
@@ -273,9 +274,11 @@ def run(
     bar.close()
     elapsed += time.perf_counter() - tick
 
-    val_set = build_dataset(cfg.data, "val", cfg.seed)
     t_eval = time.perf_counter()
-    cms = evaluate(model, val_set, num_classes, device, cfg.eval, cfg.data.crop_size, ignore)
+    cms = evaluate(
+        model, val_set, num_classes, device, cfg.eval, cfg.data.crop_size, ignore,
+        num_workers=cfg.data.num_workers,
+    )  # fmt: skip
     by_mode = {mode: metrics_dict(cm, train_set.classes) for mode, cm in cms.items()}
     metrics = by_mode[cfg.eval.modes[0]]
     for mode, m in by_mode.items():
