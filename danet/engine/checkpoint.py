@@ -28,6 +28,12 @@ def save(run_dir: Path, iteration: int, state: dict[str, Any]) -> Path:
     return path
 
 
+def remove_partial(run_dir: Path) -> None:
+    """Delete temporary files a killed save left behind (never a finished checkpoint)."""
+    for tmp in ckpt_dir(run_dir).glob(".iter_*.tmp"):
+        tmp.unlink(missing_ok=True)
+
+
 def list_checkpoints(run_dir: Path) -> list[Path]:
     """Checkpoint files, oldest first."""
     found = [p for p in ckpt_dir(run_dir).glob("iter_*.pt") if PATTERN.search(p.name)]

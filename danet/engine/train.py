@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import json
 import resource
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -18,15 +20,15 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 import yaml
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Subset
 from tqdm import tqdm
 
 import variants
 from danet import config as C
 from danet.data import build_dataset, check_data_config
-from danet.data.sampler import ResumableSampler
+from danet.data.sampler import ResumableSampler, seed_from
 from danet.data.transforms import pair
-from danet.engine import checkpoint
+from danet.engine import checkpoint, distributed
 from danet.engine.evaluate import evaluate, metrics_dict
 from danet.engine.inference import MODES, resize_to
 from danet.errors import DanetError, unknown_choice
@@ -140,9 +142,24 @@ def poly_lr(optimizer: torch.optim.Optimizer, it: int, total: int, power: float)
 
 
 def segmentation_loss(
-    outputs: list[torch.Tensor], target: torch.Tensor, weights: tuple[float, ...], ignore_index: int
+    outputs: list[torch.Tensor],
+    target: torch.Tensor,
+    weights: tuple[float, ...],
+    ignore_index: int,
+    info: distributed.DistInfo = distributed.SINGLE,
 ) -> tuple[torch.Tensor, list[float]]:
-    parts = [F.cross_entropy(o, target, ignore_index=ignore_index) for o in outputs]
+    """Weighted cross-entropy of each output, averaged over the labelled pixels of the whole
+    batch: with several processes each sums its pixels and divides by the count of all of
+    them, times the world size that DDP's gradient averaging divides by again."""
+    if info.world_size == 1:
+        parts = [F.cross_entropy(o, target, ignore_index=ignore_index) for o in outputs]
+    else:
+        labelled = distributed.all_sum((target != ignore_index).sum().float(), info)
+        scale = info.world_size / labelled.clamp(min=1)
+        parts = [
+            F.cross_entropy(o, target, ignore_index=ignore_index, reduction="sum") * scale
+            for o in outputs
+        ]
     total = sum(w * p for w, p in zip(weights, parts))
     return total, [float(p.detach()) for p in parts]
 
@@ -170,54 +187,145 @@ def run(
 ) -> dict | None:
     """Train and evaluate one run; resume from its newest checkpoint; skip it when done.
 
-    `stop_after` ends training after that iteration (after its checkpoint), as an
-    interruption would; the result is then None.
+    Several processes (RANK/WORLD_SIZE in the environment, danet.engine.distributed) train
+    it together; rank 0 alone writes. `stop_after` ends training after that iteration
+    (after its checkpoint), as an interruption would; the result is then None.
     """
     check_config(cfg)
     run_dir = Path(run_dir)
     if (run_dir / "result.json").exists():
         return json.loads((run_dir / "result.json").read_text())
-    run_dir.mkdir(parents=True, exist_ok=True)
-    write_config(run_dir, cfg)
+    info = distributed.setup(pick_device(cfg.train.device).type == "cuda")
+    original = _PREEMPTION.install()
+    try:
+        return _run(cfg, run_dir, info, stop_after, progress)
+    finally:
+        _PREEMPTION.reset(original)
+        distributed.teardown(info)
+
+
+class _Preemption:
+    """When Slurm announces the end (USR2), submitit's handler calls TrainJob.checkpoint(),
+    which calls `save_for_preemption`: save the last finished iteration. The handler is
+    deferred to the end of the running step, when model and optimizer agree (blocking the
+    signal would not do: torch's worker threads would take it instead)."""
+
+    save: Any = None
+    in_step = False
+    pending: Any = None
+
+    def install(self) -> Any:
+        """Wrap the Python handler of USR2, if any; returns what to restore."""
+        if threading.current_thread() is not threading.main_thread():
+            return None
+        original = signal.getsignal(signal.SIGUSR2)
+        if not callable(original):
+            return None
+
+        def deferred(signum: int, frame: Any) -> None:
+            if self.in_step:
+                self.pending = (original, signum, frame)
+            else:
+                original(signum, frame)
+
+        signal.signal(signal.SIGUSR2, deferred)
+        return original
+
+    def step_done(self) -> None:
+        self.in_step = False
+        if self.pending:
+            handler, signum, frame = self.pending
+            self.pending = None
+            handler(signum, frame)
+
+    def reset(self, original: Any) -> None:
+        self.save, self.in_step, self.pending = None, False, None
+        if original is not None:
+            signal.signal(signal.SIGUSR2, original)
+
+
+_PREEMPTION = _Preemption()
+
+
+def save_for_preemption() -> None:
+    if _PREEMPTION.save is not None:
+        _PREEMPTION.save()
+
+
+def _device(cfg: C.Config, info: distributed.DistInfo) -> torch.device:
+    device = pick_device(cfg.train.device)
+    if device.type == "cuda" and info.world_size > 1:
+        return torch.device("cuda", info.local_rank)
+    return device
+
+
+def _run(
+    cfg: C.Config,
+    run_dir: Path,
+    info: distributed.DistInfo,
+    stop_after: int | None,
+    progress: bool,
+) -> dict | None:
+    world, main = info.world_size, info.is_main
+    if cfg.train.batch_size % world:
+        raise DanetError(
+            f"'train.batch_size' ({cfg.train.batch_size}) is the total over {world} processes "
+            "and must divide evenly among them"
+        )
+    if main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        write_config(run_dir, cfg)
+        checkpoint.remove_partial(run_dir)
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
-    device = pick_device(cfg.train.device)
-    seed_everything(cfg.seed)
+    device = _device(cfg, info)
+    seed_everything(cfg.seed)  # the same initial weights in every process
 
     train_set = build_dataset(cfg.data, "train", cfg.seed)
     val_set = build_dataset(cfg.data, "val", cfg.seed)  # now: a bad file fails before training
     num_classes, ignore = len(train_set.classes), train_set.ignore_index
     model = Segmentor(cfg.model, num_classes).to(device)
+    sync_bn = world > 1 and cfg.train.sync_bn
+    if sync_bn:
+        model = distributed.convert_sync_batchnorm(model, device)
     optimizer = torch.optim.SGD(
         model.param_groups(cfg.train.lr, cfg.train.head_lr_mult),
         lr=cfg.train.lr,
         momentum=cfg.train.momentum,
         weight_decay=cfg.train.weight_decay,
     )
-    log = JsonLog(run_dir / "log.jsonl")
+    log = JsonLog(run_dir / "log.jsonl") if main else None
     start, elapsed = 0, 0.0
     state = checkpoint.latest(run_dir)
     if state is not None:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
-        torch.set_rng_state(state["rng_cpu"])
-        if device.type == "cuda" and state.get("rng_cuda") is not None:
-            torch.cuda.set_rng_state(state["rng_cuda"], device)
+        if world == 1:  # several processes reseed every iteration instead (below)
+            torch.set_rng_state(state["rng_cpu"])
+            if device.type == "cuda" and state.get("rng_cuda") is not None:
+                torch.cuda.set_rng_state(state["rng_cuda"], device)
         start, elapsed = state["iteration"], state["elapsed"]
-        log.write(event="resume", iteration=start)
+        if log:
+            log.write(event="resume", iteration=start)
+    net = model
+    if world > 1:
+        net = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None
+        )
 
     total = cfg.train.iterations
     loader = DataLoader(
         train_set,
-        batch_size=cfg.train.batch_size,
+        batch_size=cfg.train.batch_size // world,
         drop_last=True,
-        sampler=ResumableSampler(len(train_set), cfg.seed, start * cfg.train.batch_size),
+        # process r takes draws r, r + world, ...: together the single-process batch
+        sampler=ResumableSampler(
+            len(train_set), cfg.seed, start * cfg.train.batch_size, info.rank, world
+        ),
         num_workers=cfg.data.num_workers,
         pin_memory=device.type == "cuda",
         persistent_workers=cfg.data.num_workers > 0,
-        generator=torch.Generator().manual_seed(
-            cfg.seed
-        ),  # keeps the global RNG (dropout) untouched
+        generator=torch.Generator().manual_seed(cfg.seed),  # keeps the global RNG untouched
     )
     batches = iter(loader)
     model.train()
@@ -226,64 +334,84 @@ def run(
         initial=start,
         total=total,
         desc=run_dir.name,
-        disable=not progress,
+        disable=not (progress and main),
         mininterval=1.0 if sys.stderr.isatty() else 30.0,
         file=sys.stderr,
     )
-    tick = time.perf_counter()
+    clock = {"tick": time.perf_counter(), "elapsed": elapsed}
+
+    def save(done: int) -> None:
+        if not main:
+            return
+        now = time.perf_counter()
+        clock["elapsed"] += now - clock["tick"]
+        clock["tick"] = now
+        checkpoint.save(
+            run_dir,
+            done,
+            {
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "rng_cpu": torch.get_rng_state(),
+                "rng_cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
+                "iteration": done,
+                "elapsed": clock["elapsed"],
+            },
+        )
+
+    done = start
+    _PREEMPTION.save = lambda: save(done)
     for it in bar:
+        _PREEMPTION.in_step = True
+        if world > 1:  # dropout from (seed, rank, iteration): a resume repeats it exactly
+            torch.manual_seed(seed_from(cfg.seed, info.rank, it))
         img, lab = next(batches)
         img, lab = img.to(device, non_blocking=True), lab.to(device, non_blocking=True)
         lr = poly_lr(optimizer, it, total, cfg.train.poly_power)
-        loss, parts = segmentation_loss(model(img), lab, cfg.train.loss_weights, ignore)
-        if not torch.isfinite(loss):
+        loss, parts = segmentation_loss(net(img), lab, cfg.train.loss_weights, ignore, info)
+        if not bool(distributed.all_sum(torch.isfinite(loss.detach()).float(), info) == world):
             raise RuntimeError(f"loss is {float(loss)} at iteration {it}; lower train.lr")
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
         done = it + 1
         if done % cfg.train.log_every == 0 or done == total:
-            now = time.perf_counter()
-            log.write(
-                iteration=done,
-                loss=float(loss.detach()),
-                losses=parts,
-                lr=lr,
-                time=now - tick + elapsed,
-            )
-            bar.set_postfix(loss=f"{float(loss.detach()):.3f}")
+            shown = float(distributed.all_sum(loss.detach().clone(), info)) / world
+            if log:
+                now = time.perf_counter()
+                log.write(
+                    iteration=done,
+                    loss=shown,
+                    losses=parts,
+                    lr=lr,
+                    time=now - clock["tick"] + clock["elapsed"],
+                )
+            bar.set_postfix(loss=f"{shown:.3f}")
         if done % cfg.train.checkpoint_every == 0 or done in (total, stop_after):
-            elapsed += time.perf_counter() - tick
-            tick = time.perf_counter()
-            checkpoint.save(
-                run_dir,
-                done,
-                {
-                    "model": model.state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "rng_cpu": torch.get_rng_state(),
-                    "rng_cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
-                    "iteration": done,
-                    "elapsed": elapsed,
-                },
-            )
+            save(done)
+        _PREEMPTION.step_done()  # a USR2 that came during the step is handled here
         if done == stop_after and done < total:
             bar.close()
-            log.close()
+            if log:
+                log.close()
             return None
     bar.close()
-    elapsed += time.perf_counter() - tick
+    _PREEMPTION.save = None
+    elapsed = clock["elapsed"] + time.perf_counter() - clock["tick"]
 
     t_eval = time.perf_counter()
+    shard = val_set
+    if world > 1:  # each process scores every world-th image; the counts are summed
+        shard = Subset(val_set, range(info.rank, len(val_set), world))
+        shard.same_size = getattr(val_set, "same_size", False)
     cms = evaluate(
-        model, val_set, num_classes, device, cfg.eval, cfg.data.crop_size, ignore,
+        model, shard, num_classes, device, cfg.eval, cfg.data.crop_size, ignore,
         num_workers=cfg.data.num_workers,
     )  # fmt: skip
+    for cm in cms.values():
+        distributed.all_sum(cm.mat, info)
     by_mode = {mode: metrics_dict(cm, train_set.classes) for mode, cm in cms.items()}
     metrics = by_mode[cfg.eval.modes[0]]
-    for mode, m in by_mode.items():
-        log.write(event="eval", iteration=total, mode=mode, miou=m["miou"])
-    log.close()
     memory, memory_kind = peak_memory_mb(device)
     result = {
         "schema": SCHEMA,
@@ -304,11 +432,12 @@ def run(
         "params": sum(p.numel() for p in model.parameters()),
         "head_params": sum(p.numel() for p in model.head.parameters()),
         "pretrained": pretrained_record(cfg.model.pretrained),
-        "world_size": 1,
-        "sync_bn": False,  # SyncBatchNorm only replaces BatchNorm across several processes
+        "world_size": world,
+        "batch_per_process": cfg.train.batch_size // world,
+        "sync_bn": sync_bn,
         "train_time_s": elapsed,
         "eval_time_s": time.perf_counter() - t_eval,
-        "peak_memory_mb": memory,
+        "peak_memory_mb": memory,  # of rank 0's process
         "peak_memory_kind": memory_kind,
         "versions": versions(),
         "git": git_state(),
@@ -316,5 +445,9 @@ def run(
         "threads": torch.get_num_threads(),
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
-    atomic_write_json(run_dir / "result.json", result)
+    if log:
+        for mode, m in by_mode.items():
+            log.write(event="eval", iteration=total, mode=mode, miou=m["miou"])
+        log.close()
+        atomic_write_json(run_dir / "result.json", result)
     return result
