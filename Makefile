@@ -6,9 +6,10 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 GRID ?= experiments/ablation.yaml
 CLUSTER ?= local
+PARTITION ?=
 ARGS ?=
 
-.PHONY: sweep test tables bench-attention clean-runs
+.PHONY: sweep status test tables bench-attention clean-runs
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -17,7 +18,10 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 sweep: $(STAMP)  ## run the grid GRID (default: the DANet ablation on the built-in dataset)
-	$(BIN)/danet sweep $(GRID) --cluster $(CLUSTER) $(ARGS)
+	$(BIN)/danet sweep $(GRID) --cluster $(CLUSTER) $(if $(PARTITION),launcher.partition=$(PARTITION)) $(ARGS)
+
+status: $(STAMP)  ## the state of each run of GRID's sweep
+	$(BIN)/danet status $(GRID)
 
 test: $(STAMP)  ## lint, then the test suite (what .ci/run calls)
 	$(BIN)/ruff check .

@@ -46,29 +46,66 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    from slurm.grid import default_parallel, describe, expand, load_grid
+    from slurm.grid import (
+        apply_launcher,
+        default_parallel,
+        describe,
+        expand,
+        launcher_overrides,
+        load_grid,
+    )
     from slurm.launch import launch
 
     grid = load_grid(args.grid)
-    specs = expand(grid, Path(args.runs_root), args.overrides)
-    cluster = args.cluster or grid.launcher.cluster
-    parallel = args.max_parallel or grid.launcher.max_parallel or default_parallel(specs[0].cfg)
+    mine, overrides = launcher_overrides(args.overrides)
+    if args.cluster:
+        mine["cluster"] = args.cluster
+    if args.max_parallel:
+        mine["max_parallel"] = args.max_parallel
+    launcher = apply_launcher(grid.launcher, mine, "command line")
+    specs = expand(grid, Path(args.runs_root), overrides)
+    if not launcher.max_parallel:
+        launcher.max_parallel = default_parallel(specs[0].cfg)
     if args.dry_run:
         print(describe(specs))
         return 0
     sweep_dir = Path(args.runs_root) / grid.name
-    outcomes = launch(specs, sweep_dir / ".submitit", cluster, parallel, grid.launcher.timeout_min)
+    outcomes = launch(specs, sweep_dir, launcher, args.retry_failed, not args.no_wait)
     failed = [o for o in outcomes if o.state == "failed"]
+    if args.no_wait:
+        print(f"submitted; follow with: danet status {sweep_dir}")
+        return 0
     if not args.no_report:
         order = [str(v) for v in grid.axes.get("model.variant", [])]
         _report(sweep_dir, Path(args.reports) / grid.name, f"{grid.name} ({grid.path})", order)
     if failed:
         print(
             f"{len(failed)} of {len(outcomes)} runs failed; fix the cause and run the sweep "
-            "again (it resumes them)",
+            "again with --retry-failed (it resumes them)",
             file=sys.stderr,
         )
         return 1
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from tabulate import tabulate
+
+    from slurm.status import status_table
+
+    target = Path(args.sweep)
+    if target.suffix in (".yaml", ".yml") and target.is_file():
+        from slurm.grid import load_grid
+
+        target = Path(args.runs_root) / load_grid(target).name
+    if not target.is_dir():
+        raise DanetError(f"{target}: no such sweep folder (give runs/<name> or the grid file)")
+    rows, counts = status_table(target)
+    if not rows:
+        print(f"{target}: no runs yet")
+        return 0
+    print(tabulate(rows, headers="keys", tablefmt="simple"))
+    print(", ".join(f"{n} {state}" for state, n in sorted(counts.items())))
     return 0
 
 
@@ -123,14 +160,30 @@ def parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("sweep", help="run a grid of experiments (skips done runs, resumes others)")
     s.add_argument("grid", help="grid file, e.g. experiments/ablation.yaml")
-    s.add_argument("overrides", nargs="*", metavar="key=value", help="applied to every run")
-    s.add_argument("--cluster", choices=["local", "debug"], help="override the grid's launcher")
-    s.add_argument("--max-parallel", type=int, default=0, help="runs at once (0: grid or cores)")
+    s.add_argument(
+        "overrides",
+        nargs="*",
+        metavar="key=value",
+        help="config keys for every run, or launcher.<key>=value (e.g. launcher.partition=gpu)",
+    )
+    s.add_argument(
+        "--cluster", choices=["local", "slurm", "debug"], help="override the grid's launcher"
+    )
+    s.add_argument("--max-parallel", type=int, default=0, help="local: runs at once")
+    s.add_argument("--retry-failed", action="store_true", help="resubmit runs that failed")
+    s.add_argument(
+        "--no-wait", action="store_true", help="submit and return; follow with danet status"
+    )
     s.add_argument("--runs-root", default="runs")
     s.add_argument("--reports", default="reports", help="folder for <sweep>.md/.csv/.png")
     s.add_argument("--dry-run", action="store_true", help="list the runs, launch nothing")
     s.add_argument("--no-report", action="store_true")
     s.set_defaults(func=cmd_sweep)
+
+    st = sub.add_parser("status", help="table of a sweep's runs: state, progress, job, log")
+    st.add_argument("sweep", help="runs/<sweep name>, or the grid file")
+    st.add_argument("--runs-root", default="runs")
+    st.set_defaults(func=cmd_status)
 
     r = sub.add_parser("tables", help="ablation table and figure from every result.json in RUNS")
     r.add_argument("runs", help="folder searched for result.json files")

@@ -21,14 +21,31 @@ from danet import config as C
 from danet.engine.train import check_config
 from danet.errors import DanetError, did_you_mean, unknown_choice
 
-CLUSTERS = ("local", "debug")
+CLUSTERS = ("local", "slurm", "debug")
 
 
 @dataclass
 class Launcher:
-    cluster: str = "local"  # local: subprocesses on this machine; debug: in this process
-    max_parallel: int = 0  # runs at once; 0: the machine's cores // train.threads
-    timeout_min: int = 120  # submitit kills a local job after this (its default is 2 minutes)
+    """How runs are launched. Every key can be set in the grid file's `launcher:` block and
+    on the command line as `launcher.<key>=value` (`make sweep PARTITION=...` sets one)."""
+
+    cluster: str = "local"  # local: this machine; slurm: sbatch job arrays; debug: in-process
+    max_parallel: int = 0  # local: runs at once; 0: the machine's cores // train.threads
+    timeout_min: int = 120  # the job's time limit (submitit kills a local job after it, too)
+    partition: str = ""  # slurm: --partition; "" the cluster's default
+    nodes: int = 1  # slurm: nodes per run; DDP spans them
+    gpus_per_node: int = 0  # slurm: GPUs per node (--gpus-per-node)
+    tasks_per_node: int = 1  # processes per node, one per GPU: DDP's world is nodes x this
+    cpus_per_task: int = 0  # slurm: --cpus-per-task; 0: the cluster's default
+    mem_gb: int = 0  # slurm: --mem per node in GB; 0: the cluster's default
+    qos: str = ""
+    account: str = ""
+    constraint: str = ""
+    sbatch: dict = field(default_factory=dict)  # other sbatch options, e.g. {exclude: node7}
+    array_parallelism: int = 0  # slurm: array tasks running at once (%N); 0: no limit
+    max_array_size: int = 0  # runs per array; 0: the cluster's MaxArraySize (scontrol)
+    signal_delay_s: int = 90  # slurm: USR2 this long before the time limit (checkpoint, requeue)
+    snapshot: bool = True  # slurm: jobs run a copy of the code taken at submission (rsync)
 
 
 @dataclass
@@ -85,7 +102,18 @@ def load_grid(path: str | Path) -> Grid:
     return Grid(name, path, base, axes, launcher)
 
 
-def _launcher(d: dict[str, Any], path: Path) -> Launcher:
+def launcher_overrides(items: list[str]) -> tuple[dict[str, Any], list[str]]:
+    """Split `launcher.<key>=value` items from config overrides."""
+    mine = [i for i in items if i.startswith("launcher.")]
+    rest = [i for i in items if not i.startswith("launcher.")]
+    return {k[len("launcher.") :]: v for k, v in C.parse_overrides(mine).items()}, rest
+
+
+def apply_launcher(base: Launcher, d: dict[str, Any], source: str) -> Launcher:
+    return _launcher({**{f.name: getattr(base, f.name) for f in fields(Launcher)}, **d}, source)
+
+
+def _launcher(d: dict[str, Any], path: Path | str) -> Launcher:
     valid = {f.name: f for f in fields(Launcher)}
     out = Launcher()
     for key, value in d.items():
@@ -95,8 +123,10 @@ def _launcher(d: dict[str, Any], path: Path) -> Launcher:
                 f"valid: {', '.join(valid)}"
             )
         expected = type(getattr(out, key))
-        if not isinstance(value, expected) or isinstance(value, bool):
+        if not isinstance(value, expected) or (isinstance(value, bool) and expected is not bool):
             raise DanetError(f"{path}: launcher.{key} must be {expected.__name__}, got {value!r}")
+        if expected is int and value < 0:
+            raise DanetError(f"{path}: launcher.{key} must be 0 or more, got {value}")
         setattr(out, key, value)
     if out.cluster not in CLUSTERS:
         raise unknown_choice(f"launcher.cluster in {path}", out.cluster, CLUSTERS)

@@ -32,3 +32,32 @@ def tiny_cfg():
         return C.build(None, TINY + list(overrides))
 
     return make
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster(tmp_path_factory):
+    """A real single-node Slurm (slurm/local_cluster.sh) for the session; SLURM_CONF points the
+    clients at it. Skipped where it cannot start (not root, no Debian packages), unless
+    DANET_REQUIRE_SLURM=1 (CI) makes that a failure."""
+    import os
+    import subprocess
+    from pathlib import Path
+
+    script = Path(__file__).parent.parent / "slurm" / "local_cluster.sh"
+    folder = tmp_path_factory.mktemp("slurm")
+    out = subprocess.run(
+        ["bash", str(script), "start", str(folder)], capture_output=True, text=True, timeout=900
+    )
+    if out.returncode != 0:
+        message = f"no local Slurm: {out.stderr.strip().splitlines()[-1:]}"
+        if os.environ.get("DANET_REQUIRE_SLURM") == "1":
+            pytest.fail(message)
+        pytest.skip(message)
+    old = os.environ.get("SLURM_CONF")
+    os.environ["SLURM_CONF"] = str(folder / "slurm.conf")
+    yield folder
+    subprocess.run(["bash", str(script), "stop", str(folder)], capture_output=True, timeout=120)
+    if old is None:
+        os.environ.pop("SLURM_CONF", None)
+    else:
+        os.environ["SLURM_CONF"] = old

@@ -440,7 +440,8 @@ def _run(
         "peak_memory_mb": memory,  # of rank 0's process
         "peak_memory_kind": memory_kind,
         "versions": versions(),
-        "git": git_state(),
+        "git": git_state(),  # of the code that ran: a sweep's snapshot on Slurm
+        "code_dir": str(Path(__file__).resolve().parents[2]),
         "device": device_name(device),
         "threads": torch.get_num_threads(),
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),

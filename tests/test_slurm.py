@@ -1,0 +1,162 @@
+"""Sweeps through a real single-node Slurm (slurm/local_cluster.sh): job arrays, preemption
+and requeue, two sweeps at once, and code snapshots. Skipped where Slurm cannot start."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from danet import config as C
+from danet.engine.train import run
+
+pytestmark = pytest.mark.slurm
+REPO = Path(__file__).parent.parent
+SMALL = {
+    "data": {"image_size": 64, "crop_size": 64, "train_size": 16, "val_size": 4},
+    "train": {"batch_size": 2, "iterations": 4, "checkpoint_every": 2, "log_every": 1,
+              "threads": 1},
+}  # fmt: skip
+
+
+def _grid(tmp_path: Path, name: str, grid: dict, config: dict = SMALL, **launcher) -> Path:
+    path = tmp_path / f"{name}.yaml"
+    body = {
+        "name": name,
+        "config": config,
+        "grid": grid,
+        "launcher": {"cluster": "slurm", "timeout_min": 10, "cpus_per_task": 1, "mem_gb": 1,
+                     **launcher},
+    }  # fmt: skip
+    path.write_text(yaml.safe_dump(body, sort_keys=False))
+    return path
+
+
+def _danet(tmp_path: Path, *args: str, cwd: Path = REPO, timeout: int = 600):
+    return subprocess.run(
+        [sys.executable, "-m", "danet.cli", *args],
+        capture_output=True, text=True, timeout=timeout, cwd=cwd,
+    )  # fmt: skip
+
+
+def _sweep(tmp_path: Path, grid: Path, *extra: str, cwd: Path = REPO):
+    return _danet(
+        tmp_path, "sweep", str(grid), "--runs-root", str(tmp_path / "runs"),
+        "--reports", str(tmp_path / "reports"), *extra, cwd=cwd,
+    )  # fmt: skip
+
+
+def _wait_for(predicate, timeout: float, what: str) -> None:
+    end = time.time() + timeout
+    while time.time() < end:
+        if predicate():
+            return
+        time.sleep(1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def _head() -> str:
+    return subprocess.run(
+        ["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=REPO
+    ).stdout.strip()
+
+
+def test_sweep_runs_as_one_job_array_and_writes_the_tables(slurm_cluster, tmp_path):
+    grid = _grid(tmp_path, "arr", {"model.variant": ["none", "pam"], "seed": [0, 1]})
+    out = _sweep(tmp_path, grid)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "4 runs: 0 done, 4 to run (slurm executor)" in out.stdout
+    assert out.stdout.count("submitted array") == 1 and "4 runs" in out.stdout
+    assert out.stdout.count("  done ") == 4
+    table = pd.read_csv(tmp_path / "reports" / "arr.csv")
+    assert list(table["variant"]) == ["none", "pam"] and list(table["n"]) == [2, 2]
+    jobs = {
+        json.loads(p.read_text())["job_id"] for p in (tmp_path / "runs" / "arr").glob("*/job.json")
+    }
+    assert len(jobs) == 4 and len({j.split("_")[0] for j in jobs}) == 1  # one array, 4 tasks
+    for path in (tmp_path / "runs" / "arr").glob("*/result.json"):
+        result = json.loads(path.read_text())
+        assert "/.code/" in result["code_dir"] and result["git"]["commit"] == _head()
+    status = _danet(tmp_path, "status", str(tmp_path / "runs" / "arr"))
+    assert status.returncode == 0 and "4 done" in status.stdout
+
+    again = _sweep(tmp_path, grid)
+    assert "4 runs: 4 done, 0 to run" in again.stdout and "submitted" not in again.stdout
+
+
+def test_preempted_job_checkpoints_requeues_and_finishes_as_if_uninterrupted(
+    slurm_cluster, tmp_path
+):
+    config = {
+        "data": {"image_size": 96, "crop_size": 96, "train_size": 32, "val_size": 4},
+        "train": {"batch_size": 4, "iterations": 40, "checkpoint_every": 1000, "log_every": 1,
+                  "threads": 1},
+    }  # fmt: skip
+    grid = _grid(tmp_path, "pre", {"model.variant": ["pam"]}, config)
+    out = _sweep(tmp_path, grid, "--no-wait")
+    assert out.returncode == 0, out.stdout + out.stderr
+    run_dir = next((tmp_path / "runs" / "pre").glob("pam-*"))
+
+    def iteration() -> int:
+        try:
+            lines = (run_dir / "log.jsonl").read_text().splitlines()
+        except OSError:
+            return 0
+        return max([json.loads(x).get("iteration", 0) for x in lines] or [0])
+
+    _wait_for(lambda: iteration() >= 5, 180, "training to start")
+    job_id = json.loads((run_dir / "job.json").read_text())["job_id"]
+    # what Slurm sends signal_delay_s before a time limit, or on preemption
+    subprocess.run(["scancel", "--signal=USR2", job_id], check=True)
+    _wait_for(lambda: (run_dir / "result.json").exists(), 300, "the requeued job to finish")
+    events = [json.loads(x) for x in (run_dir / "log.jsonl").read_text().splitlines()]
+    resumes = [e["iteration"] for e in events if e.get("event") == "resume"]
+    # checkpoint_every is 1000: the only checkpoint is the one saved on USR2
+    assert len(resumes) == 1 and 5 <= resumes[0] < 40
+    status = _danet(tmp_path, "status", str(tmp_path / "runs" / "pre"))
+    assert "1 done" in status.stdout
+
+    cfg = C.from_dict(yaml.safe_load((run_dir / "config.yaml").read_text()))
+    whole = run(cfg, tmp_path / "whole", progress=False)
+    assert json.loads((run_dir / "result.json").read_text())["miou"] == whole["miou"]
+
+
+def test_two_sweeps_started_at_once_submit_each_run_once(slurm_cluster, tmp_path):
+    grid = _grid(tmp_path, "twice", {"model.variant": ["none", "pam"], "seed": [0, 1]})
+    args = [sys.executable, "-m", "danet.cli", "sweep", str(grid), "--runs-root",
+            str(tmp_path / "runs"), "--no-wait"]  # fmt: skip
+    procs = [subprocess.Popen(args, cwd=REPO, stdout=subprocess.PIPE, text=True) for _ in "ab"]
+    outs = [p.communicate(timeout=300)[0] for p in procs]
+    assert all(p.returncode == 0 for p in procs), outs
+    submitted = sum(o.count("submitted array") for o in outs)
+    assert submitted == 1, outs
+    assert any(
+        "0 to run, 4 already queued or running" in o or "4 done, 0 to run" in o for o in outs
+    )
+    sweep = tmp_path / "runs" / "twice"
+    _wait_for(lambda: len(list(sweep.glob("*/result.json"))) == 4, 300, "the four runs")
+
+
+def test_queued_runs_use_the_code_of_their_submission(slurm_cluster, tmp_path):
+    clone = tmp_path / "clone"
+    subprocess.run(["git", "clone", "-q", str(REPO), str(clone)], check=True)
+    grid = _grid(tmp_path, "snap", {"seed": [0, 1, 2]}, array_parallelism=1)
+    out = _sweep(tmp_path, grid, "--no-wait", cwd=clone)
+    assert out.returncode == 0, out.stdout + out.stderr
+    # edit the code right after submission: the queued runs must not see it
+    train = clone / "danet" / "engine" / "train.py"
+    train.write_text('raise RuntimeError("edited after submission")\n' + train.read_text())
+    assert _sweep(tmp_path, grid, "--no-wait", cwd=clone).returncode != 0
+    sweep = tmp_path / "runs" / "snap"
+    _wait_for(lambda: len(list(sweep.glob("*/result.json"))) == 3, 300, "the three runs")
+    head = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=clone)
+    for path in sweep.glob("*/result.json"):
+        result = json.loads(path.read_text())
+        assert result["git"]["commit"] == head.stdout.strip()
+        assert Path(result["code_dir"]).parent == sweep.resolve() / ".code"
