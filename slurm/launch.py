@@ -275,7 +275,7 @@ def job_error(text: str) -> str:
 def _finish(job: submitit.Job, spec: RunSpec, echo) -> Outcome:
     log = str(job.paths.stderr) if hasattr(job, "paths") else ""
     try:
-        miou = job.result()
+        miou = job.results()[0]  # a DDP job has one result per task; rank 0's is the run's
     except Exception as e:  # the job's own exception, re-raised by submitit with its traceback
         message = job_error(str(e)) or type(e).__name__
         echo(f"  FAILED {spec.run_id}: {message}  (log: {os.path.relpath(log) if log else '-'})")

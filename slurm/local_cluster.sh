@@ -142,18 +142,19 @@ node_state() {
 }
 
 install_if_missing() {
+    # rsync: the launcher's code snapshots (submitit's RsyncSnapshot) need it
     local missing=() c
-    for c in sbatch slurmctld slurmd munged; do
+    for c in sbatch slurmctld slurmd munged rsync; do
         command -v "$c" >/dev/null 2>&1 || missing+=("$c")
     done
     if [[ ${#missing[@]} -eq 0 ]]; then
         log "slurm and munge are installed ($(dpkg-query -W -f='${Version}' slurmctld 2>/dev/null || echo '?'))"
         return 0
     fi
-    log "missing ${missing[*]}: installing slurmctld slurmd slurm-client munge with apt-get"
+    log "missing ${missing[*]}: installing slurmctld slurmd slurm-client munge rsync with apt-get"
     apt-get update -qq >&2
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq slurmctld slurmd slurm-client munge >&2
-    for c in sbatch slurmctld slurmd munged; do
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq slurmctld slurmd slurm-client munge rsync >&2
+    for c in sbatch slurmctld slurmd munged rsync; do
         command -v "$c" >/dev/null 2>&1 || die "$c still missing after apt-get install"
     done
 }

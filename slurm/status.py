@@ -93,6 +93,12 @@ def _iterations(run_dir: Path) -> int:
         return 0
 
 
+def _short(path: str) -> str:
+    """A path relative to here when it lies below, else as it is."""
+    rel = os.path.relpath(path) if path else ""
+    return path if rel.startswith("..") else rel
+
+
 def status_table(sweep_dir: Path) -> tuple[list[dict], dict[str, int]]:
     """One row per run folder under sweep_dir, and the count of each state."""
     rows = []
@@ -107,7 +113,7 @@ def status_table(sweep_dir: Path) -> tuple[list[dict], dict[str, int]]:
                 "resumes": st.resumes,
                 "mIoU": f"{100 * st.miou:.2f}" if st.miou is not None else "",
                 "job": st.job_id,
-                "log / error": st.message or (os.path.relpath(st.log) if st.log else ""),
+                "log / error": st.message or _short(st.log),
             }
         )
     counts: dict[str, int] = {}

@@ -160,3 +160,13 @@ def test_queued_runs_use_the_code_of_their_submission(slurm_cluster, tmp_path):
         result = json.loads(path.read_text())
         assert result["git"]["commit"] == head.stdout.strip()
         assert Path(result["code_dir"]).parent == sweep.resolve() / ".code"
+
+
+def test_two_task_job_trains_one_run_with_ddp(slurm_cluster, tmp_path):
+    """submitit's environment becomes torch.distributed's: 2 tasks, gloo, SyncBN, batch split."""
+    config = {**SMALL, "train": {**SMALL["train"], "batch_size": 4}}
+    grid = _grid(tmp_path, "ddp", {"model.variant": ["danet"]}, config, tasks_per_node=2, mem_gb=2)
+    out = _sweep(tmp_path, grid)
+    assert out.returncode == 0, out.stdout + out.stderr
+    result = json.loads(next((tmp_path / "runs" / "ddp").glob("*/result.json")).read_text())
+    assert (result["world_size"], result["sync_bn"], result["batch_per_process"]) == (2, True, 2)
