@@ -129,6 +129,18 @@ def cmd_tables(args: argparse.Namespace) -> int:
     return 0
 
 
+# Commands whose module has its own argument parser: `danet NAME --help` shows its options.
+TOOLS = {
+    "visualize": ("analysis.visualize", "PAM attention of chosen points and CAM channel maps"),
+}
+
+
+def cmd_tool(args: argparse.Namespace) -> int:
+    import importlib
+
+    return importlib.import_module(TOOLS[args.command][0]).main(args.rest)
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="danet", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
@@ -185,6 +197,11 @@ def parser() -> argparse.ArgumentParser:
     st.add_argument("--runs-root", default="runs")
     st.set_defaults(func=cmd_status)
 
+    for name, (_, help_text) in TOOLS.items():
+        tool = sub.add_parser(name, help=help_text, add_help=False)
+        tool.add_argument("rest", nargs=argparse.REMAINDER)
+        tool.set_defaults(func=cmd_tool)
+
     r = sub.add_parser("tables", help="ablation table and figure from every result.json in RUNS")
     r.add_argument("runs", help="folder searched for result.json files")
     r.add_argument("--out", default="reports/ablation", help="output path without suffix")
@@ -194,7 +211,12 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     p = parser()
-    args, extra = p.parse_known_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] in TOOLS:  # everything after the name is the tool's own
+        args = argparse.Namespace(command=argv[0], rest=argv[1:], func=cmd_tool)
+        extra: list[str] = []
+    else:
+        args, extra = p.parse_known_args(argv)
     # key=value overrides may come after options too (argparse alone takes them only before)
     unknown = [
         a for a in extra if a.startswith("-") or "=" not in a or not hasattr(args, "overrides")

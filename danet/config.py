@@ -64,6 +64,7 @@ class TrainConfig:
     threads: int = 0  # torch intra-op threads; 0 leaves torch's default
     device: str = "auto"  # auto: cuda when available, else cpu
     sync_bn: bool = True  # SyncBatchNorm when training on more than one process (DANet: yes)
+    tensorboard: bool = True  # event files in RUN_DIR/tb: `tensorboard --logdir runs/`
 
 
 @dataclass

@@ -139,3 +139,23 @@ def test_eval_command_reproduces_the_result(tiny_cfg, tmp_path):
     assert out.returncode == 0, out.stderr
     metrics = json.loads(out.stdout)
     assert metrics["iteration"] == 4 and metrics["miou"] == result["miou"]
+
+
+def test_tensorboard_events_follow_the_run_and_its_resume(tiny_cfg, tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    run(tiny_cfg("model.variant=pam"), tmp_path / "r", stop_after=2, progress=False)
+    run(tiny_cfg("model.variant=pam"), tmp_path / "r", progress=False)
+    events = EventAccumulator(str(tmp_path / "r" / "tb"))
+    events.Reload()
+    tags = events.Tags()["scalars"]
+    for tag in ("train/loss", "train/lr", "train/images_per_s", "train/peak_memory_mb",
+                "val/miou_whole"):  # fmt: skip
+        assert tag in tags, tag
+    # one point per logged iteration: the resumed run does not repeat steps 1-2
+    assert [e.step for e in events.Scalars("train/loss")] == [1, 2, 3, 4]
+    log = [json.loads(x) for x in (tmp_path / "r" / "log.jsonl").read_text().splitlines()]
+    final = [x["miou"] for x in log if x.get("event") == "eval"][0]
+    assert events.Scalars("val/miou_whole")[0].value == pytest.approx(final)
+    off = run(tiny_cfg("train.tensorboard=false"), tmp_path / "off", progress=False)
+    assert off and not (tmp_path / "off" / "tb").exists()

@@ -76,3 +76,9 @@ def build_dataset(cfg: DataConfig, split: str, seed: int = 0) -> Dataset:
     from danet.data.files import FileDataset
 
     return FileDataset(cfg, split, seed)
+
+
+def num_classes(cfg: DataConfig) -> int:
+    """The class count of a dataset, without reading its files."""
+    check_data_config(cfg)
+    return len(synthetic.CLASSES if cfg.name == "synthetic" else LAYOUTS[cfg.name].classes)

@@ -25,14 +25,10 @@ def _run_dir_of(target: Path) -> Path | None:
     return run_dir if (run_dir / "config.yaml").is_file() else None
 
 
-def evaluate_saved(
-    target: Path,
-    split: str = "val",
-    modes: list[str] | None = None,
-    config_file: str | None = None,
-    overrides: list[str] | None = None,
-    save_dir: Path | None = None,
-) -> dict:
+def load_saved(
+    target: Path, config_file: str | None = None, overrides: list[str] | None = None
+) -> tuple[C.Config, Segmentor, int | None, str]:
+    """(config, model with the weights, iteration or None, weights layout) of a saved model."""
     if not target.exists():
         raise DanetError(f"{target}: not found; give a run folder or a checkpoint file")
     run_dir = _run_dir_of(target)
@@ -45,24 +41,35 @@ def evaluate_saved(
             "for the model and data (the released DANet-101: model.backbone=resnet101 "
             "model.multi_grid=[4,8,16] data.name=cityscapes data.root=...)"
         )
-    extra = list(overrides or [])
-    if modes:
-        extra.append(f"eval.modes=[{','.join(modes)}]")
-    cfg = C.build(base, extra)
+    cfg = C.build(base, overrides)
     check_config(cfg)
-    dataset = build_dataset(cfg.data, "train" if split == "train" else "val", cfg.seed)
-    model = Segmentor(cfg.model, len(dataset.classes))
+    from danet.data import num_classes
+
+    model = Segmentor(cfg.model, num_classes(cfg.data))
     if target.is_dir():
         state = checkpoint.latest(target)
         if state is None:
             raise DanetError(f"{target}: no readable checkpoint in {checkpoint.ckpt_dir(target)}")
         model.load_state_dict(state["model"])
-        iteration, layout = state["iteration"], "danet-bench"
-    else:
-        layout = load_weights(model, target)
-        iteration = None
-        if layout == "danet-bench":
-            iteration = checkpoint.load(target).get("iteration")
+        return cfg, model, state["iteration"], "danet-bench"
+    layout = load_weights(model, target)
+    iteration = checkpoint.load(target).get("iteration") if layout == "danet-bench" else None
+    return cfg, model, iteration, layout
+
+
+def evaluate_saved(
+    target: Path,
+    split: str = "val",
+    modes: list[str] | None = None,
+    config_file: str | None = None,
+    overrides: list[str] | None = None,
+    save_dir: Path | None = None,
+) -> dict:
+    extra = list(overrides or [])
+    if modes:
+        extra.append(f"eval.modes=[{','.join(modes)}]")
+    cfg, model, iteration, layout = load_saved(target, config_file, extra)
+    dataset = build_dataset(cfg.data, "train" if split == "train" else "val", cfg.seed)
     device = pick_device(cfg.train.device)
     cms = evaluate(
         model.to(device), dataset, len(dataset.classes), device, cfg.eval,

@@ -114,6 +114,13 @@ def check_eval_config(ev: C.EvalConfig) -> None:
     resize_to(1, 1, ev.resize)  # raises on a malformed eval.resize
 
 
+def _board(run_dir: Path, start: int):
+    """TensorBoard events in RUN_DIR/tb; a resumed run drops events past its checkpoint."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    return SummaryWriter(log_dir=str(run_dir / "tb"), purge_step=start + 1 if start else None)
+
+
 def pick_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -298,6 +305,9 @@ def _run(
     start, elapsed = 0, 0.0
     state = checkpoint.latest(run_dir)
     if state is not None:
+        start = state["iteration"]
+    board = _board(run_dir, start) if main and cfg.train.tensorboard else None
+    if state is not None:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         if world == 1:  # several processes reseed every iteration instead (below)
@@ -338,7 +348,8 @@ def _run(
         mininterval=1.0 if sys.stderr.isatty() else 30.0,
         file=sys.stderr,
     )
-    clock = {"tick": time.perf_counter(), "elapsed": elapsed}
+    clock = {"tick": time.perf_counter(), "elapsed": elapsed, "logged": start}
+    clock["at"] = clock["tick"]
 
     def save(done: int) -> None:
         if not main:
@@ -377,8 +388,8 @@ def _run(
         done = it + 1
         if done % cfg.train.log_every == 0 or done == total:
             shown = float(distributed.all_sum(loss.detach().clone(), info)) / world
+            now = time.perf_counter()
             if log:
-                now = time.perf_counter()
                 log.write(
                     iteration=done,
                     loss=shown,
@@ -386,6 +397,15 @@ def _run(
                     lr=lr,
                     time=now - clock["tick"] + clock["elapsed"],
                 )
+            if board:
+                rate = (done - clock["logged"]) * cfg.train.batch_size / (now - clock["at"])
+                board.add_scalar("train/loss", shown, done)
+                for name, part in zip(("fused", "branch_a", "branch_b"), parts):
+                    board.add_scalar(f"train/loss_{name}", part, done)
+                board.add_scalar("train/lr", lr, done)
+                board.add_scalar("train/images_per_s", rate, done)
+                board.add_scalar("train/peak_memory_mb", peak_memory_mb(device)[0], done)
+                clock.update(logged=done, at=now)
             bar.set_postfix(loss=f"{shown:.3f}")
         if done % cfg.train.checkpoint_every == 0 or done in (total, stop_after):
             save(done)
@@ -394,6 +414,8 @@ def _run(
             bar.close()
             if log:
                 log.close()
+            if board:
+                board.close()
             return None
     bar.close()
     _PREEMPTION.save = None
@@ -450,5 +472,9 @@ def _run(
         for mode, m in by_mode.items():
             log.write(event="eval", iteration=total, mode=mode, miou=m["miou"])
         log.close()
+    if board:
+        for mode, m in by_mode.items():
+            board.add_scalar(f"val/miou_{mode}", m["miou"], total)
+        board.close()
         atomic_write_json(run_dir / "result.json", result)
     return result
