@@ -9,7 +9,7 @@ CLUSTER ?= local
 PARTITION ?=
 ARGS ?=
 
-.PHONY: sweep status test tables bench-attention clean-runs
+.PHONY: sweep status test tables plots report profile bench-attention clean-runs
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -27,8 +27,17 @@ test: $(STAMP)  ## lint, then the test suite (what .ci/run calls)
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q
 
-tables: $(STAMP)  ## ablation tables and figure from every run under runs/
-	$(BIN)/danet tables runs --out reports/all
+tables: $(STAMP)  ## markdown, LaTeX and CSV tables (mean ± std, Δ with 95 % CI) from runs/
+	$(BIN)/danet tables runs --out reports/tables --profile reports/profile.csv
+
+plots: $(STAMP)  ## seaborn figures (PNG and SVG) from runs/ and reports/profile.csv
+	$(BIN)/danet plots runs --out reports/plots --profile reports/profile.csv
+
+report: $(STAMP)  ## reports/report.html: tables, figures, configs, versions in one file
+	$(BIN)/danet report runs --out reports/report.html --profile reports/profile.csv
+
+profile: $(STAMP)  ## params, FLOPs, peak memory, latency of every variant -> reports/profile.csv
+	$(BIN)/danet profile --out reports/profile.csv
 
 bench-attention: $(STAMP)  ## PAM naive vs memory-efficient: peak memory and time side by side
 	$(BIN)/python -m analysis.bench_attention

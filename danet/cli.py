@@ -124,13 +124,12 @@ def _report(runs: Path, out: Path, title: str, order: list[str] | None = None) -
     print(f"wrote {out}.md, {out}.csv, {out}.png")
 
 
-def cmd_tables(args: argparse.Namespace) -> int:
-    _report(Path(args.runs), Path(args.out), str(args.runs))
-    return 0
-
-
 # Commands whose module has its own argument parser: `danet NAME --help` shows its options.
 TOOLS = {
+    "tables": ("analysis.tables", "markdown, LaTeX and CSV tables with statistics from all runs"),
+    "plots": ("analysis.plots", "seaborn figures (PNG and SVG) from all runs and the profile"),
+    "report": ("analysis.report", "one self-contained HTML report: tables, figures, configs"),
+    "profile": ("analysis.profile", "params, FLOPs, memory and latency of every variant"),
     "visualize": ("analysis.visualize", "PAM attention of chosen points and CAM channel maps"),
 }
 
@@ -202,10 +201,6 @@ def parser() -> argparse.ArgumentParser:
         tool.add_argument("rest", nargs=argparse.REMAINDER)
         tool.set_defaults(func=cmd_tool)
 
-    r = sub.add_parser("tables", help="ablation table and figure from every result.json in RUNS")
-    r.add_argument("runs", help="folder searched for result.json files")
-    r.add_argument("--out", default="reports/ablation", help="output path without suffix")
-    r.set_defaults(func=cmd_tables)
     return p
 
 
