@@ -87,6 +87,16 @@ def test_config_file_and_overrides_compose(tmp_path):
 
 
 def test_help_for_every_command():
-    for cmd in ("train", "eval", "sweep", "status", "tables", "plots", "report", "visualize"):
+    for cmd in (
+        "train",
+        "eval",
+        "sweep",
+        "status",
+        "tables",
+        "plots",
+        "report",
+        "profile",
+        "visualize",
+    ):
         out = danet(cmd, "--help")
         assert out.returncode == 0 and "usage: danet" in out.stdout
