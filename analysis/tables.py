@@ -100,6 +100,9 @@ def side(size) -> float:
     return max(sides) if sides else float("nan")
 
 
+NARROW = ("tiny", "resnet18", "resnet34")  # backbones whose features are not 2048 wide
+
+
 def profile_row(profile: pd.DataFrame | None, variant: str, crop: str, backbone: str = "") -> dict:
     """The profile numbers for a variant: the scope 'head' row at the size nearest the runs'
     feature size (crop / 8), else the 'model' row (of the runs' backbone when profiled)
@@ -109,8 +112,11 @@ def profile_row(profile: pd.DataFrame | None, variant: str, crop: str, backbone:
     rows = profile[profile["variant"] == variant]
     for scope, target in (("head", feature_size(crop)), ("model", feature_size(crop) * 8)):
         cand = rows[rows["scope"] == scope]
-        if scope == "model" and "backbone" in cand and (cand["backbone"] == backbone).any():
-            cand = cand[cand["backbone"] == backbone]
+        if scope == "head" and backbone in NARROW:
+            continue  # the profiled head is DANet's 2048 -> 512, not these backbones' head
+        if scope == "model":  # a whole model only stands for runs of the same backbone
+            same = cand["backbone"] == backbone if "backbone" in cand else False
+            cand = cand[same] if backbone else cand
         if cand.empty:
             continue
         dist = (cand["size"].map(side) - target).abs()

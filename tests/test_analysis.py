@@ -54,7 +54,7 @@ def _result(variant: str, seed: int, miou: float) -> dict:
     config = {
         "seed": seed,
         "data": {"name": "synthetic", "setting": "context", "crop_size": 64},
-        "model": {"variant": variant, "backbone": "tiny", "variant_opts": {}},
+        "model": {"variant": variant, "backbone": "resnet50", "variant_opts": {}},
         "train": {"iterations": 100, "lr": 0.01, "loss_weights": [1.0, 1.0, 1.0]},
         "eval": {"modes": ["whole", "msflip"]},
     }
@@ -65,7 +65,7 @@ def _result(variant: str, seed: int, miou: float) -> dict:
         "run_id": f"{variant}-s{seed}",
         "config": config,
         "variant": variant,
-        "backbone": "tiny",
+        "backbone": "resnet50",
         "dataset": "synthetic",
         "setting": "context",
         "seed": seed,
@@ -111,7 +111,7 @@ def write_runs(root: Path) -> Path:
 def write_profile(path: Path) -> Path:
     """profile.csv as analysis.profile writes it (size 'HxW', params_m, backbone for the
     model): head rows at feature sizes 8 (crop 64 / 8) and 16 except for ccnet, which only
-    has whole-model rows (of two backbones; 'tiny' at 64x64 is the one to join);
+    has whole-model rows (of two backbones; 'resnet50' at 64x64 is the one to join);
     module rows at sides 17..129 with memory and latency ~ side ** EXPONENT."""
     rows = []
 
@@ -123,9 +123,9 @@ def write_profile(path: Path) -> Path:
 
     for v, (gflops, lat) in HEAD.items():
         if v == "ccnet":
-            rows.append(row(v, "model", "64x64", "tiny", 1.0, gflops, lat, 10.0))
-            rows.append(row(v, "model", "128x128", "tiny", 4.0, gflops, lat, 40.0))
-            rows.append(row(v, "model", "64x64", "resnet50", 9.0, gflops, lat, 90.0))
+            rows.append(row(v, "model", "64x64", "resnet50", 1.0, gflops, lat, 10.0))
+            rows.append(row(v, "model", "128x128", "resnet50", 4.0, gflops, lat, 40.0))
+            rows.append(row(v, "model", "64x64", "resnet101", 9.0, gflops, lat, 90.0))
         else:
             for size in (8, 16):
                 k = (size / 8) ** 2
@@ -426,3 +426,16 @@ def test_report_renders_in_headless_chromium(chromium, report_html, tmp_path):
     assert f'data-images-loaded="{len(FIGURES)}/{len(FIGURES)}"' in dom, (elapsed, dom[:500])
     assert 'data-images="ok"' in dom
     assert "73.00 ± 3.00" in dom
+
+
+def test_profile_rows_stand_only_for_runs_they_describe(fixture_dir):
+    """The profiled head is DANet's 2048 -> 512: not the head of a tiny or ResNet-18 run; a
+    whole-model row only stands for runs of its own backbone."""
+    from analysis.tables import profile_row, read_profile
+
+    profile = read_profile(fixture_dir / "profile.csv")
+    assert profile_row(profile, "pam", "64x64", "resnet50")["scope"] == "head"
+    assert profile_row(profile, "pam", "64x64", "tiny") == {}
+    r50, r101 = (profile_row(profile, "ccnet", "64x64", b) for b in ("resnet50", "resnet101"))
+    assert r101["gflops_flopcounter"] == pytest.approx(9 * r50["gflops_flopcounter"])
+    assert profile_row(profile, "ccnet", "64x64", "resnet18") == {}

@@ -89,6 +89,17 @@ def test_sweep_runs_skips_and_resumes(tmp_path):
     done = _sweep(tmp_path, grid)
     assert "4 runs: 4 done, 0 to run" in done.stdout
 
+    # the analysis commands on the sweep's own runs
+    from analysis import plots, report, tables
+
+    runs, out = str(tmp_path / "runs"), tmp_path / "analysis"
+    assert tables.main([runs, "--out", str(out / "tables")]) == 0
+    assert "| pam " in (out / "tables" / "main.md").read_text()
+    assert plots.main([runs, "--out", str(out / "plots")]) == 0
+    assert len(list((out / "plots").glob("*.png"))) >= 3
+    assert report.main([runs, "--out", str(out / "report.html")]) == 0
+    assert (out / "report.html").read_text().count("data:image/png;base64,") >= 3
+
 
 def test_failed_run_does_not_stop_the_others(tmp_path):
     grid = _grid(tmp_path, seeds=(0,))
