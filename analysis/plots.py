@@ -13,7 +13,6 @@
 
 from __future__ import annotations
 
-import argparse
 import io
 import json
 import sys
@@ -31,11 +30,10 @@ import seaborn as sns  # noqa: E402
 from analysis.ablation import variant_order  # noqa: E402
 from analysis.stats import group_keys  # noqa: E402
 from analysis.tables import (  # noqa: E402
-    load,
     main_table,
     per_class_table,
     read_profile,
-    report_problems,
+    runs_command,
     side,
 )
 from danet.utils import atomic_write_bytes  # noqa: E402
@@ -249,19 +247,13 @@ def write_plots(
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="danet plots", description=__doc__)
-    ap.add_argument("runs_dir", type=Path)
-    ap.add_argument("--out", type=Path, default=Path("reports/plots"))
-    ap.add_argument("--profile", type=Path, default=Path("reports/profile.csv"))
-    args = ap.parse_args(argv)
-    df, problems, _ = load(args.runs_dir)
-    report_problems(problems, ap.prog)
-    if df.empty:
-        print(f"{ap.prog}: no valid result.json under {args.runs_dir}", file=sys.stderr)
+    loaded = runs_command("danet plots", __doc__, "reports/plots", argv)
+    if loaded is None:
         return 1
+    args, df, _, _ = loaded
     written, notes = write_plots(df, args.out, read_profile(args.profile))
     for note in notes:
-        print(f"{ap.prog}: {note}", file=sys.stderr)
+        print(f"danet plots: {note}", file=sys.stderr)
     print(f"{len(written)} figure files in {args.out}/")
     return 0
 

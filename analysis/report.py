@@ -9,7 +9,6 @@ has loaded (complete and naturalWidth > 0), data-images="failed" otherwise.
 
 from __future__ import annotations
 
-import argparse
 import base64
 import html
 import json
@@ -23,12 +22,11 @@ import pandas as pd
 from analysis.plots import figure_bytes, make_figures
 from analysis.tables import (
     display_table,
-    load,
     main_table,
     per_class_display,
     per_class_table,
     read_profile,
-    report_problems,
+    runs_command,
 )
 from danet.utils import atomic_write_bytes
 
@@ -156,16 +154,10 @@ def build_html(
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="danet report", description=__doc__)
-    ap.add_argument("runs_dir", type=Path)
-    ap.add_argument("--out", type=Path, default=Path("reports/report.html"))
-    ap.add_argument("--profile", type=Path, default=Path("reports/profile.csv"))
-    args = ap.parse_args(argv)
-    df, problems, raw = load(args.runs_dir)
-    report_problems(problems, ap.prog)
-    if df.empty:
-        print(f"{ap.prog}: no valid result.json under {args.runs_dir}", file=sys.stderr)
+    loaded = runs_command("danet report", __doc__, "reports/report.html", argv)
+    if loaded is None:
         return 1
+    args, df, problems, raw = loaded
     text = build_html(df, problems, raw, read_profile(args.profile))
     atomic_write_bytes(args.out, text.encode())
     print(f"report of {len(df)} runs: {args.out}")

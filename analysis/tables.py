@@ -295,20 +295,30 @@ def report_problems(problems: Sequence[str], prog: str) -> None:
         print(f"{prog}: {p}", file=sys.stderr)
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="danet tables", description=__doc__)
+def runs_command(prog: str, doc: str | None, out: str, argv: list[str] | None):
+    """The shared command line of tables, plots and report: RUNS_DIR [--out] [--profile].
+    Returns (args, runs DataFrame, problems, raw results), or None when no run was read."""
+    ap = argparse.ArgumentParser(prog=prog, description=doc)
     ap.add_argument("runs_dir", type=Path)
-    ap.add_argument("--out", type=Path, default=Path("reports/tables"))
+    ap.add_argument("--out", type=Path, default=Path(out))
     ap.add_argument("--profile", type=Path, default=Path("reports/profile.csv"))
     args = ap.parse_args(argv)
-    df, problems, _ = load(args.runs_dir)
-    report_problems(problems, ap.prog)
+    df, problems, raw = load(args.runs_dir)
+    report_problems(problems, prog)
     if df.empty:
-        print(f"{ap.prog}: no valid result.json under {args.runs_dir}", file=sys.stderr)
+        print(f"{prog}: no valid result.json under {args.runs_dir}", file=sys.stderr)
+        return None
+    return args, df, problems, raw
+
+
+def main(argv: list[str] | None = None) -> int:
+    loaded = runs_command("danet tables", __doc__, "reports/tables", argv)
+    if loaded is None:
         return 1
+    args, df, _, _ = loaded
     profile = read_profile(args.profile)
     if profile is None:
-        print(f"{ap.prog}: no profile at {args.profile}; GFLOPs/fps left empty", file=sys.stderr)
+        print(f"danet tables: no profile at {args.profile}; GFLOPs/fps left empty", file=sys.stderr)
     write_tables(df, args.out, profile)
     print(f"tables of {len(df)} runs in {args.out}/ (main, per_class: .md .tex .csv)")
     return 0
