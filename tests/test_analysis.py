@@ -234,17 +234,15 @@ def test_bad_files_reported_by_path_and_nothing_else_lost(fixture_dir):
 # --- tables -------------------------------------------------------------------------------
 
 
+def _run_cli(module, fixture_dir: Path, out: Path) -> int:
+    """`danet tables|plots|report` on the fixture runs with the fixture profile."""
+    runs, profile = fixture_dir / "runs", fixture_dir / "profile.csv"
+    return module.main([str(runs), "--out", str(out), "--profile", str(profile)])
+
+
 def test_tables(fixture_dir, capsys):
     out = fixture_dir / "tables"
-    rc = tables.main(
-        [
-            str(fixture_dir / "runs"),
-            "--out",
-            str(out),
-            "--profile",
-            str(fixture_dir / "profile.csv"),
-        ]
-    )
+    rc = _run_cli(tables, fixture_dir, out)
     assert rc == 0
     err = capsys.readouterr().err
     assert "broken/torn/result.json" in err and "broken/old/result.json" in err
@@ -309,15 +307,7 @@ def test_tables_without_profile_leave_columns_empty(fixture_dir, capsys):
 
 def test_plots(fixture_dir):
     out = fixture_dir / "plots"
-    rc = plots.main(
-        [
-            str(fixture_dir / "runs"),
-            "--out",
-            str(out),
-            "--profile",
-            str(fixture_dir / "profile.csv"),
-        ]
-    )
+    rc = _run_cli(plots, fixture_dir, out)
     assert rc == 0
     for name in FIGURES:
         assert (out / f"{name}.png").stat().st_size > 5000, name
@@ -360,15 +350,7 @@ def test_pareto_front_and_curves(fixture_dir):
 @pytest.fixture(scope="module")
 def report_html(fixture_dir):
     out = fixture_dir / "report" / "report.html"
-    rc = report.main(
-        [
-            str(fixture_dir / "runs"),
-            "--out",
-            str(out),
-            "--profile",
-            str(fixture_dir / "profile.csv"),
-        ]
-    )
+    rc = _run_cli(report, fixture_dir, out)
     assert rc == 0
     return out
 
