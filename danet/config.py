@@ -35,7 +35,9 @@ class DataConfig:
     crop_size: int | tuple[int, int] = 176  # one side, or (height, width)
     scale_range: tuple[float, float] = (0.9, 1.1)  # random rescale before the crop
     flip: bool = True
-    num_workers: int = 0  # a built-in image costs ~3 ms; on 2 cores workers only compete
+    num_workers: int = 0  # DataLoader worker processes (README, Speed: measured by danet bench)
+    pin_memory: bool = True  # page-locked batches for the copy to a GPU (CUDA only)
+    persistent_workers: bool = True  # keep workers (and their caches) between loader passes
 
 
 @dataclass
@@ -65,6 +67,11 @@ class TrainConfig:
     device: str = "auto"  # auto: cuda when available, else cpu
     sync_bn: bool = True  # SyncBatchNorm when training on more than one process (DANet: yes)
     tensorboard: bool = True  # event files in RUN_DIR/tb: `tensorboard --logdir runs/`
+    # Speed options (README, Speed). Off by default, as each changes the numbers a little:
+    channels_last: bool = False  # NHWC convolutions
+    amp: str = "off"  # off | bf16 | fp16 (CUDA, with a grad scaler): mixed precision
+    compile: bool = False  # torch.compile the model (minutes of compilation first)
+    cudnn_benchmark: bool = True  # CUDA: time the conv algorithms on the first batch (mmseg: on)
 
 
 @dataclass

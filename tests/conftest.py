@@ -19,6 +19,23 @@ TINY = [
 ]
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _scene_cache(tmp_path_factory):
+    """The built-in dataset's scene cache in the session's temporary folder, not ~/.cache
+    (inherited by the subprocesses that tests start)."""
+    import os
+
+    from danet.data import scene_cache
+
+    old = os.environ.get(scene_cache.ENV)
+    os.environ[scene_cache.ENV] = str(tmp_path_factory.mktemp("scene-cache"))
+    yield
+    if old is None:
+        os.environ.pop(scene_cache.ENV, None)
+    else:
+        os.environ[scene_cache.ENV] = old
+
+
 @pytest.fixture(autouse=True)
 def _one_thread():
     threads = torch.get_num_threads()

@@ -21,35 +21,32 @@ def attention_naive(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.
 
 
 class _ChunkedAttention(torch.autograd.Function):
-    """The same numbers as attention_naive with memory linear in N: queries go in chunks, the
-    forward keeps each row's log-sum-exp, and the backward recomputes one chunk of the
-    softmax at a time from it (flash-attention style). No library op does this on the CPU:
+    """The same numbers as attention_naive with memory linear in N: queries go in chunks and
+    the backward recomputes one chunk of the softmax at a time (flash-attention style; the
+    recomputed chunk is bit-identical to the forward's). No library op does this on the CPU:
     its SDPA kernels need equal query and value widths (REFERENCE.md section 4)."""
 
     @staticmethod
     def forward(ctx, q, k, v, chunk: int):
         b, n, _ = q.shape
         out = v.new_empty(b, v.shape[1], n)
-        lse = q.new_empty(b, n)
         for s in range(0, n, chunk):
-            energy = torch.bmm(q[:, s : s + chunk], k)  # B x m x N
-            lse[:, s : s + chunk] = torch.logsumexp(energy, dim=-1)
-            p = torch.exp(energy.sub_(lse[:, s : s + chunk, None]))
+            p = torch.softmax(torch.bmm(q[:, s : s + chunk], k), dim=-1)  # B x m x N
             out[:, :, s : s + chunk] = torch.bmm(v, p.transpose(1, 2))
-        ctx.save_for_backward(q, k, v, out, lse)
+        ctx.save_for_backward(q, k, v, out)
         ctx.chunk = chunk
         return out
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_out):
-        q, k, v, out, lse = ctx.saved_tensors
+        q, k, v, out = ctx.saved_tensors
         grad_out = grad_out.contiguous()
         dq, dk, dv = torch.empty_like(q), torch.zeros_like(k), torch.zeros_like(v)
         rowdot = (grad_out * out).sum(1)  # B x N: sum_j p_ij dp_ij = dout_i . out_i
         for s in range(0, q.shape[1], ctx.chunk):
             e = s + ctx.chunk
-            p = torch.exp(torch.bmm(q[:, s:e], k).sub_(lse[:, s:e, None]))  # B x m x N
+            p = torch.softmax(torch.bmm(q[:, s:e], k), dim=-1)  # B x m x N
             g = grad_out[:, :, s:e]  # B x C x m
             dv.baddbmm_(g, p)
             dp = torch.bmm(g.transpose(1, 2), v)  # B x m x N

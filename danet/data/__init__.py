@@ -6,7 +6,7 @@ import torch
 from torch.utils.data import Dataset
 
 from danet.config import DataConfig
-from danet.data import synthetic
+from danet.data import scene_cache, synthetic
 from danet.data.layouts import LAYOUTS
 from danet.data.sampler import seed_from
 from danet.data.transforms import normalize, to_tensors, train_augment
@@ -29,15 +29,23 @@ class SyntheticDataset(Dataset):
     def __init__(self, cfg: DataConfig, split: str, seed: int = 0) -> None:
         self.cfg, self.split, self.seed = cfg, split, seed
         self.length = cfg.train_size if split == "train" else cfg.val_size
+        self.scenes = scene_cache.scenes(
+            split, cfg.setting, cfg.image_size, cfg.data_seed, self.length
+        )
 
     def __len__(self) -> int:
         return self.length
 
+    def scene(self, index: int) -> tuple:
+        """(image HxWx3 uint8, label HxW uint8): from the scene cache, else generated."""
+        if self.scenes is not None:
+            return self.scenes[index, ..., :3], self.scenes[index, ..., 3]
+        cfg = self.cfg
+        return synthetic.generate(index, self.split, cfg.setting, cfg.image_size, cfg.data_seed)
+
     def __getitem__(self, item: int | tuple[int, int]):
         index, draw = item if isinstance(item, tuple) else (item, 0)
-        image, label = synthetic.generate(
-            index, self.split, self.cfg.setting, self.cfg.image_size, self.cfg.data_seed
-        )
+        image, label = self.scene(index)
         img, lab = to_tensors(image, label)
         if self.split == "train":
             gen = torch.Generator().manual_seed(seed_from(self.seed, draw))

@@ -6,6 +6,7 @@ rather than its per-image transform classes.
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torchvision.transforms.v2 import functional as TF
@@ -13,8 +14,9 @@ from torchvision.transforms.v2 import functional as TF
 
 def to_tensors(image, label) -> tuple[torch.Tensor, torch.Tensor]:
     """HxWx3 uint8 and HxW uint8 arrays -> float 3xHxW in [0, 1] and int64 HxW."""
-    img = torch.from_numpy(image).permute(2, 0, 1).float().div_(255)
-    return img, torch.from_numpy(label).long()
+    # torch.tensor copies: the arrays may be read-only views of the scene cache
+    img = torch.tensor(np.asarray(image)).permute(2, 0, 1).float().div_(255)
+    return img, torch.tensor(np.asarray(label)).long()
 
 
 def normalize(img: torch.Tensor) -> torch.Tensor:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from danet import config as C
 from danet.data import build_dataset
-from danet.engine import checkpoint
+from danet.engine import checkpoint, speed
 from danet.engine.evaluate import evaluate, metrics_dict
 from danet.engine.train import check_config, pick_device
 from danet.errors import DanetError
@@ -72,8 +72,9 @@ def evaluate_saved(
     dataset = build_dataset(cfg.data, "train" if split == "train" else "val", cfg.seed)
     device = pick_device(cfg.train.device)
     cms = evaluate(
-        model.to(device), dataset, len(dataset.classes), device, cfg.eval,
-        cfg.data.crop_size, dataset.ignore_index, save_dir, cfg.data.num_workers,
+        speed.prepare(model.to(device), cfg.train), dataset, len(dataset.classes), device,
+        cfg.eval, cfg.data.crop_size, dataset.ignore_index, save_dir, cfg.data.num_workers,
+        cfg.train.amp,
     )  # fmt: skip
     by_mode = {mode: metrics_dict(cm, dataset.classes) for mode, cm in cms.items()}
     first = by_mode[cfg.eval.modes[0]]

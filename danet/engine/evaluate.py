@@ -11,6 +11,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from danet.config import EvalConfig
+from danet.engine import speed
 from danet.engine.inference import predict
 from danet.metrics import ConfusionMatrix
 
@@ -26,11 +27,12 @@ def evaluate(
     ignore_index: int = 255,
     save_dir: Path | None = None,
     num_workers: int = 0,
+    amp: str = "off",
 ) -> dict[str, ConfusionMatrix]:
     """One confusion matrix per mode of cfg.modes, from the main (fused) output; each image
     is loaded once for all modes. `save_dir` receives the first mode's predictions as PNGs in
     the dataset's own label encoding (Cityscapes: labelIds, as its official evaluation wants).
-    Eval mode is restored to what it was."""
+    Eval mode is restored to what it was; `amp` is the run's train.amp (danet.engine.speed)."""
     cfg = cfg or EvalConfig()
     was_training = model.training
     model.eval()
@@ -41,7 +43,8 @@ def evaluate(
     for img, lab in DataLoader(dataset, batch_size=batch, shuffle=False, num_workers=num_workers):
         img = img.to(device)
         for mode in cfg.modes:
-            pred = predict(model, img, mode, cfg, default_crop).argmax(1).cpu()
+            with speed.autocast(amp, device):
+                pred = predict(model, img, mode, cfg, default_crop).argmax(1).cpu()
             cms[mode].update(pred, lab)
             if save_dir is not None and mode == cfg.modes[0]:
                 _save(pred, dataset, seen, save_dir)

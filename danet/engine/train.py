@@ -28,7 +28,7 @@ from danet import config as C
 from danet.data import build_dataset, check_data_config
 from danet.data.sampler import ResumableSampler, seed_from
 from danet.data.transforms import pair
-from danet.engine import checkpoint, distributed
+from danet.engine import checkpoint, distributed, speed
 from danet.engine.evaluate import evaluate, metrics_dict
 from danet.engine.inference import MODES, resize_to
 from danet.errors import DanetError, unknown_choice
@@ -88,6 +88,7 @@ def check_config(cfg: C.Config) -> None:
     check_eval_config(cfg.eval)
     if cfg.train.device not in ("auto", "cpu") and not cfg.train.device.startswith("cuda"):
         raise DanetError(f"'train.device' must be auto, cpu or cuda[:N], got '{cfg.train.device}'")
+    speed.check(cfg.train, pick_device(cfg.train.device).type)
 
 
 def pretrained_record(path: str) -> dict | None:
@@ -181,6 +182,50 @@ class JsonLog:
 
     def close(self) -> None:
         self.file.close()
+
+
+def train_loader(
+    train_set, cfg: C.Config, start: int, info: distributed.DistInfo, device: torch.device
+) -> DataLoader:
+    """Endless (index, draw) batches of this process from iteration `start` on."""
+    world = info.world_size
+    return DataLoader(
+        train_set,
+        batch_size=cfg.train.batch_size // world,
+        drop_last=True,
+        # process r takes draws r, r + world, ...: together the single-process batch
+        sampler=ResumableSampler(
+            len(train_set), cfg.seed, start * cfg.train.batch_size, info.rank, world
+        ),
+        **speed.loader_options(cfg.data, device),
+        generator=torch.Generator().manual_seed(cfg.seed),  # keeps the global RNG untouched
+    )
+
+
+def train_step(
+    net: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler,
+    batch: tuple[torch.Tensor, torch.Tensor],
+    cfg: C.Config,
+    ignore: int,
+    info: distributed.DistInfo,
+    device: torch.device,
+    iteration: int = 0,
+) -> tuple[torch.Tensor, list[float]]:
+    """One optimiser step on one batch (forward, the losses, backward, update): the step that
+    training runs and `danet bench` times."""
+    img, lab = (t.to(device, non_blocking=True) for t in batch)
+    with speed.autocast(cfg.train.amp, device):  # the losses in fp32 (autocast's rule)
+        loss, parts = segmentation_loss(net(img), lab, cfg.train.loss_weights, ignore, info)
+    finite = distributed.all_sum(torch.isfinite(loss.detach()).float(), info)
+    if not bool(finite == info.world_size):
+        raise RuntimeError(f"loss is {float(loss)} at iteration {iteration}; lower train.lr")
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    scaler.step(optimizer)  # skips the step when fp16 gradients overflowed
+    scaler.update()
+    return loss, parts
 
 
 def peak_memory_mb(device: torch.device) -> tuple[float, str]:
@@ -286,12 +331,13 @@ def _run(
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
     device = _device(cfg, info)
+    speed.set_backends(cfg.train, device)
     seed_everything(cfg.seed)  # the same initial weights in every process
 
     train_set = build_dataset(cfg.data, "train", cfg.seed)
     val_set = build_dataset(cfg.data, "val", cfg.seed)  # now: a bad file fails before training
     num_classes, ignore = len(train_set.classes), train_set.ignore_index
-    model = Segmentor(cfg.model, num_classes).to(device)
+    model = speed.prepare(Segmentor(cfg.model, num_classes).to(device), cfg.train)
     sync_bn = world > 1 and cfg.train.sync_bn
     if sync_bn:
         model = distributed.convert_sync_batchnorm(model, device)
@@ -301,6 +347,7 @@ def _run(
         momentum=cfg.train.momentum,
         weight_decay=cfg.train.weight_decay,
     )
+    scaler = speed.grad_scaler(cfg.train, device)
     log = JsonLog(run_dir / "log.jsonl") if main else None
     start, elapsed = 0, 0.0
     state = checkpoint.latest(run_dir)
@@ -310,6 +357,8 @@ def _run(
     if state is not None:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
+        if state.get("scaler"):
+            scaler.load_state_dict(state["scaler"])
         if world == 1:  # several processes reseed every iteration instead (below)
             torch.set_rng_state(state["rng_cpu"])
             if device.type == "cuda" and state.get("rng_cuda") is not None:
@@ -322,22 +371,10 @@ def _run(
         net = torch.nn.parallel.DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None
         )
+    net = speed.compiled(net, cfg.train)
 
     total = cfg.train.iterations
-    loader = DataLoader(
-        train_set,
-        batch_size=cfg.train.batch_size // world,
-        drop_last=True,
-        # process r takes draws r, r + world, ...: together the single-process batch
-        sampler=ResumableSampler(
-            len(train_set), cfg.seed, start * cfg.train.batch_size, info.rank, world
-        ),
-        num_workers=cfg.data.num_workers,
-        pin_memory=device.type == "cuda",
-        persistent_workers=cfg.data.num_workers > 0,
-        generator=torch.Generator().manual_seed(cfg.seed),  # keeps the global RNG untouched
-    )
-    batches = iter(loader)
+    batches = iter(train_loader(train_set, cfg, start, info, device))
     model.train()
     bar = tqdm(
         range(start, total),
@@ -363,6 +400,7 @@ def _run(
             {
                 "model": model.state_dict(),
                 "optimizer": optimizer.state_dict(),
+                "scaler": scaler.state_dict() if scaler.is_enabled() else None,
                 "rng_cpu": torch.get_rng_state(),
                 "rng_cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
                 "iteration": done,
@@ -376,15 +414,10 @@ def _run(
         _PREEMPTION.in_step = True
         if world > 1:  # dropout from (seed, rank, iteration): a resume repeats it exactly
             torch.manual_seed(seed_from(cfg.seed, info.rank, it))
-        img, lab = next(batches)
-        img, lab = img.to(device, non_blocking=True), lab.to(device, non_blocking=True)
         lr = poly_lr(optimizer, it, total, cfg.train.poly_power)
-        loss, parts = segmentation_loss(net(img), lab, cfg.train.loss_weights, ignore, info)
-        if not bool(distributed.all_sum(torch.isfinite(loss.detach()).float(), info) == world):
-            raise RuntimeError(f"loss is {float(loss)} at iteration {it}; lower train.lr")
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        loss, parts = train_step(
+            net, optimizer, scaler, next(batches), cfg, ignore, info, device, it
+        )
         done = it + 1
         if done % cfg.train.log_every == 0 or done == total:
             shown = float(distributed.all_sum(loss.detach().clone(), info)) / world
@@ -428,7 +461,7 @@ def _run(
         shard.same_size = getattr(val_set, "same_size", False)
     cms = evaluate(
         model, shard, num_classes, device, cfg.eval, cfg.data.crop_size, ignore,
-        num_workers=cfg.data.num_workers,
+        num_workers=cfg.data.num_workers, amp=cfg.train.amp,
     )  # fmt: skip
     for cm in cms.values():
         distributed.all_sum(cm.mat, info)
@@ -457,6 +490,7 @@ def _run(
         "world_size": world,
         "batch_per_process": cfg.train.batch_size // world,
         "sync_bn": sync_bn,
+        "speed": speed.record(cfg, device),  # the speed options in effect (README, Speed)
         "train_time_s": elapsed,
         "eval_time_s": time.perf_counter() - t_eval,
         "peak_memory_mb": memory,  # of rank 0's process
