@@ -9,7 +9,7 @@ CLUSTER ?= local
 PARTITION ?=
 ARGS ?=
 
-.PHONY: sweep status test tables plots report profile bench-attention clean-runs
+.PHONY: sweep status test tables plots report profile bench bench-attention clean-runs
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -38,6 +38,9 @@ report: $(STAMP)  ## reports/report.html: tables, figures, configs, versions in 
 
 profile: $(STAMP)  ## params, FLOPs, peak memory, latency of every variant -> reports/profile.csv
 	$(BIN)/danet profile --out reports/profile.csv
+
+bench: $(STAMP)  ## speed against the matmul ceiling, every speed option side by side -> reports/bench.csv/.md
+	$(BIN)/danet bench --out reports/bench.csv $(ARGS)
 
 bench-attention: $(STAMP)  ## PAM naive vs memory-efficient: peak memory and time side by side
 	$(BIN)/python -m analysis.bench_attention

@@ -130,6 +130,7 @@ TOOLS = {
     "plots": ("analysis.plots", "seaborn figures (PNG and SVG) from all runs and the profile"),
     "report": ("analysis.report", "one self-contained HTML report: tables, figures, configs"),
     "profile": ("analysis.profile", "params, FLOPs, memory and latency of every variant"),
+    "bench": ("analysis.bench", "training/inference speed against the matmul ceiling, options"),
     "visualize": ("analysis.visualize", "PAM attention of chosen points and CAM channel maps"),
 }
 

@@ -184,6 +184,16 @@ class JsonLog:
         self.file.close()
 
 
+def make_optimizer(model: Segmentor, cfg: C.TrainConfig) -> torch.optim.Optimizer:
+    """SGD with momentum; the head's lr is head_lr_mult times the backbone's (DANet)."""
+    return torch.optim.SGD(
+        model.param_groups(cfg.lr, cfg.head_lr_mult),
+        lr=cfg.lr,
+        momentum=cfg.momentum,
+        weight_decay=cfg.weight_decay,
+    )
+
+
 def train_loader(
     train_set, cfg: C.Config, start: int, info: distributed.DistInfo, device: torch.device
 ) -> DataLoader:
@@ -341,12 +351,7 @@ def _run(
     sync_bn = world > 1 and cfg.train.sync_bn
     if sync_bn:
         model = distributed.convert_sync_batchnorm(model, device)
-    optimizer = torch.optim.SGD(
-        model.param_groups(cfg.train.lr, cfg.train.head_lr_mult),
-        lr=cfg.train.lr,
-        momentum=cfg.train.momentum,
-        weight_decay=cfg.train.weight_decay,
-    )
+    optimizer = make_optimizer(model, cfg.train)
     scaler = speed.grad_scaler(cfg.train, device)
     log = JsonLog(run_dir / "log.jsonl") if main else None
     start, elapsed = 0, 0.0
