@@ -15,7 +15,7 @@ import seaborn as sns  # noqa: E402
 
 from danet.utils import atomic_write_bytes  # noqa: E402
 
-GROUP = ["dataset", "setting", "backbone", "iterations"]
+GROUP = ["dataset", "setting", "backbone", "iterations", "numerics"]
 BASELINE = "none"
 ABLATION_ORDER = ("none", "pam", "cam", "danet")  # the DANet paper's Table 1
 

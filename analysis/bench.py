@@ -334,13 +334,26 @@ class Bench:
                 fraction_of_fp32=achieved / ceiling, peak_memory_mb=self.peak_mb(),
             )  # fmt: skip
             del trainer
+            if name == "danet" and s.name.startswith("r50"):
+                self.add(
+                    "check", s.name, variant=name, name="fraction_of_fp32", **common,
+                    value=achieved / ceiling, target=f">= {TARGET_FRACTION}",
+                    ok=achieved / ceiling >= TARGET_FRACTION,
+                    note="danet step's achieved FLOP/s / the best fp32 matmul's",
+                )  # fmt: skip
+            if name == "danet" and s.name == "r50-d8-cityscapes":  # mmseg's V100 figures
+                self.add(
+                    "reference", s.name, variant=name, **common, peak_memory_mb=self.peak_mb(),
+                    images_per_s=cfg.train.batch_size / step_s[name],
+                    note="mmseg DANet R50-D8 512x1024 on a V100: 7.4 GB to train, 2.66 fps "
+                    "inference (REFERENCE.md section 2); inference rows below: 1024x2048",
+                )  # fmt: skip
 
         if "danet" in variant_names and IDENTITY in variant_names:
             self.attention_overhead(s, cfg, train_set, common)
         self.data_loading(s, cfg, train_set, common)
-        for name in variant_names if s.name != "default" else ["none", "danet"]:
-            if name in ("none", "danet"):
-                self.inference(s, variant_config(cfg, name), k, common)
+        for name in [v for v in ("none", "danet") if v in variant_names]:
+            self.inference(s, variant_config(cfg, name), k, common)
         for name in option_names:
             if name in s.options:
                 self.option(s, OPTIONS[name], cfg, train_set, common)
@@ -500,6 +513,10 @@ TABLES = [
      {"setting": "setting", "step_ms": "loader ms", "baseline_ms": "in-memory ms",
       "value": "ratio", "exact": "same losses", "note": "loader"},
      {"step_ms": ".1f", "baseline_ms": ".1f", "value": ".3f"}),
+    ("reference", "**Against mmsegmentation** (training peak memory and images/s here)",
+     {"setting": "setting", "variant": "variant", "peak_memory_mb": "peak MiB",
+      "images_per_s": "train images/s", "note": "published"},
+     {"peak_memory_mb": ".0f", "images_per_s": ".2f"}),
     ("check", "**Targets**",
      {"setting": "setting", "name": "check", "value": "measured", "target": "target",
       "ok": "met", "note": "what"},

@@ -29,6 +29,15 @@ COLUMNS = (
 )
 
 
+def numerics(speed: dict | None) -> str:
+    """The speed options that change a run's numbers (danet.engine.speed), so that tables
+    never pool them: "fp32" (the defaults), else e.g. "bf16 + channels_last"."""
+    speed = speed or {}
+    amp = speed.get("amp", "off")
+    parts = ["fp32" if amp == "off" else amp]
+    return " + ".join(parts + [k for k in ("channels_last", "compile") if speed.get(k)])
+
+
 def collect(*roots: str | Path) -> tuple[pd.DataFrame, list[str]]:
     rows, problems = [], []
     for root in roots:
@@ -47,6 +56,7 @@ def collect(*roots: str | Path) -> tuple[pd.DataFrame, list[str]]:
                 problems.append(f"{path}: missing {', '.join(missing)}; skipped")
                 continue
             row = {c: data[c] for c in COLUMNS}
+            row["numerics"] = numerics(data.get("speed"))
             row["sweep"] = path.parent.parent.name
             row["path"] = str(path.parent)
             per_class = data.get("per_class_iou", {})

@@ -64,7 +64,9 @@ def fig_miou_vs_gflops(main: pd.DataFrame):
     data = main.dropna(subset=["GFLOPs", "mIoU"])
     if data.empty:
         return None
-    data = data.assign(group=_label(data, ["Dataset", "Setting", "Backbone", "Crop Size"]))
+    data = data.assign(
+        group=_label(data, ["Dataset", "Setting", "Backbone", "Crop Size", "Numerics"])
+    )
     fig, ax = plt.subplots(figsize=(6.4, 4.4))
     style = "group" if data["group"].nunique() > 1 else None
     sns.scatterplot(data, x="GFLOPs", y="mIoU", hue="Method", style=style, s=70, ax=ax)
@@ -115,7 +117,7 @@ def fig_scaling(profile: pd.DataFrame):
 
 
 def fig_per_class(per_class: pd.DataFrame):
-    front = [c for c in ["Method", "Dataset", "Setting", "Backbone", "Crop Size", "Lr schd"]]
+    front = ["Method", "Dataset", "Setting", "Backbone", "Crop Size", "Lr schd", "Numerics"]
     front = [c for c in front if c in per_class]
     classes = [c for c in per_class.columns if c not in front]
     if not classes:

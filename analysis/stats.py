@@ -26,7 +26,7 @@ import pandas as pd
 from scipy import stats as _st
 
 BASELINE = "none"
-GROUP = ("dataset", "setting", "backbone", "crop_size", "iterations")
+GROUP = ("dataset", "setting", "backbone", "crop_size", "iterations", "numerics")
 LEVEL = 0.95
 N_BOOT = 10_000
 BOOT_SEED = 0

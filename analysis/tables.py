@@ -40,6 +40,7 @@ ZOO_NAMES = {
     "iterations": "Lr schd",
     "dataset": "Dataset",
     "setting": "Setting",
+    "numerics": "Numerics",  # fp32, or the speed options that change the numbers
 }
 
 
@@ -196,7 +197,11 @@ def main_table(
 
 def _order(table: pd.DataFrame, df: pd.DataFrame) -> pd.DataFrame:
     rank = {v: i for i, v in enumerate(variant_order(df))}
-    by = [c for c in ["Dataset", "Setting", "Backbone", "Crop Size", "Lr schd"] if c in table]
+    by = [
+        c
+        for c in ["Dataset", "Setting", "Backbone", "Crop Size", "Lr schd", "Numerics"]
+        if c in table
+    ]
     return table.sort_values(
         by + ["Method"], key=lambda s: s.map(rank) if s.name == "Method" else s
     ).reset_index(drop=True)

@@ -251,8 +251,9 @@ def test_tables(fixture_dir, capsys):
             assert (out / f"{name}.{ext}").stat().st_size > 100
 
     main = pd.read_csv(out / "main.csv")
-    zoo = ["Method", "Backbone", "Crop Size", "Lr schd", "Dataset", "Setting", "mIoU"]
-    assert list(main.columns[:7]) == zoo
+    zoo = ["Method", "Backbone", "Crop Size", "Lr schd", "Dataset", "Setting", "Numerics"]
+    assert list(main.columns[:8]) == [*zoo, "mIoU"]
+    assert set(main["Numerics"]) == {"fp32"}  # runs without a speed record: the defaults
     for col in ["mIoU", "mIoU std", "n", "Δ mIoU", "Δ CI low", "Δ CI high", "CI method",
                 "CI includes 0", "mIoU(ms+flip)", "Params (M)", "Mem (GB)", "GFLOPs",
                 "Mem fwd+bwd (MB)", "Inf time (fps)"]:  # fmt: skip
@@ -421,3 +422,23 @@ def test_profile_rows_stand_only_for_runs_they_describe(fixture_dir):
     r50, r101 = (profile_row(profile, "ccnet", "64x64", b) for b in ("resnet50", "resnet101"))
     assert r101["gflops_flopcounter"] == pytest.approx(9 * r50["gflops_flopcounter"])
     assert profile_row(profile, "ccnet", "64x64", "resnet18") == {}
+
+
+def test_runs_with_number_changing_speed_options_are_never_pooled():
+    from analysis.collect import numerics
+    from analysis.stats import summarize
+
+    assert numerics(None) == "fp32" and numerics({"amp": "off", "num_workers": 2}) == "fp32"
+    assert numerics({"amp": "bf16", "channels_last": True}) == "bf16 + channels_last"
+    df = pd.DataFrame(
+        {
+            "variant": ["none", "none", "pam", "pam"] * 2,
+            "seed": [0, 1, 0, 1] * 2,
+            "miou": [60.0, 62.0, 70.0, 72.0, 50.0, 52.0, 80.0, 82.0],
+            "dataset": "synthetic",
+            "numerics": ["fp32"] * 4 + ["bf16"] * 4,
+        }
+    )
+    s = summarize(df, "miou").set_index(["numerics", "variant"])
+    assert s.loc[("fp32", "pam"), "mean"] == 71.0 and s.loc[("bf16", "pam"), "mean"] == 81.0
+    assert s.loc[("bf16", "pam"), "delta"] == 30.0  # against bf16's own baseline
