@@ -66,6 +66,13 @@ def per_class_table(df: pd.DataFrame, order: Sequence[str] = ()) -> pd.DataFrame
     return table.rename(columns={c: c.removeprefix("iou/") for c in cols})
 
 
+def _with_numerics(shown: pd.DataFrame, table: pd.DataFrame) -> pd.DataFrame:
+    """A numerics column after the setting, where the runs differ in it (fp32, bf16, ...)."""
+    if table["numerics"].nunique() > 1:
+        shown.insert(1, "numerics", table["numerics"])
+    return shown
+
+
 def to_markdown(table: pd.DataFrame) -> str:
     shown = pd.DataFrame(
         {
@@ -84,7 +91,7 @@ def to_markdown(table: pd.DataFrame) -> str:
             "train time (s)": table["train_time_s"].map("{:.0f}".format),
         }
     )
-    return shown.to_markdown(index=False, disable_numparse=True)
+    return _with_numerics(shown, table).to_markdown(index=False, disable_numparse=True)
 
 
 def per_class_markdown(table: pd.DataFrame) -> str:
@@ -92,11 +99,13 @@ def per_class_markdown(table: pd.DataFrame) -> str:
     shown = table[["setting", "variant"]].copy()
     for c in classes:
         shown[c] = table[c].map("{:.1f}".format)
-    return shown.to_markdown(index=False, disable_numparse=True)
+    return _with_numerics(shown, table).to_markdown(index=False, disable_numparse=True)
 
 
 def plot(df: pd.DataFrame, path: Path, order: Sequence[str] = ()) -> None:
     df = df.assign(miou=100 * df["miou"])
+    if df["numerics"].nunique() > 1:
+        df = df.assign(setting=df["setting"] + " · " + df["numerics"])
     order = variant_order(df, order)
     settings = list(dict.fromkeys(df["setting"]))
     fig, ax = plt.subplots(figsize=(1.6 + 1.3 * len(order), 3.6))

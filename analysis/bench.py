@@ -2,9 +2,9 @@
 ceiling, and every speed option on and off side by side, in one process and one run.
 
 Sections of reports/bench.csv (and of the markdown tables printed and written beside it):
-- ceiling: dense n x n x n matmul throughput, the better of torch.mm (MKL / cuBLAS) and the
-  same product as a 1x1 convolution (oneDNN / cuDNN), in fp32 and, where the device has
-  them, bf16 and fp16 (and TF32 on a GPU), at the thread count of each setting.
+- ceiling: dense n x n by n x n matmul throughput, the better of torch.mm (MKL / cuBLAS) and
+  oneDNN's inner product (CPU), in fp32 and, where the device has fast kernels for them,
+  bf16 and fp16 (and TF32 on a GPU), at the thread count of each setting.
 - train: the training step of danet.engine.train (the real DataLoader, forward, three
   losses, backward, SGD step) per variant: images/s, achieved GFLOP/s = 3 x the forward
   FLOPs (FlopCounterMode, as `danet profile`) / step time, and that over the fp32 ceiling.
@@ -34,7 +34,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch.utils import benchmark
 
 import variants
@@ -91,9 +90,13 @@ OPTIONS = {
         ),
         Option("pin_memory_off", ("data.pin_memory=false",), needs="cuda"),
         Option("cudnn_benchmark_off", ("train.cudnn_benchmark=false",), needs="cuda"),
+        Option("keep_freed_memory_off", ("train.keep_freed_memory=false",)),
     )
 }
-MODEL_OPTIONS = ("channels_last", "amp_bf16", "amp_fp16", "compile", "cudnn_benchmark_off")
+MODEL_OPTIONS = (
+    "channels_last", "amp_bf16", "amp_fp16", "compile", "cudnn_benchmark_off",
+    "keep_freed_memory_off",
+)  # fmt: skip
 R50 = ["model.backbone=resnet50", "train.threads=0"]
 SETTINGS = {
     s.name: s
@@ -185,10 +188,12 @@ def _has(dtype: torch.dtype, device: torch.device) -> bool:
 
 
 def matmul_ceiling(device: torch.device, n: int = 0) -> list[dict[str, Any]]:
-    """GFLOP/s of an n x n by n x n product in each precision, by torch.mm and as a 1x1
-    convolution (the library each uses differs on a CPU: MKL and oneDNN)."""
+    """GFLOP/s of an n x n by n x n product in each precision at torch's thread count: by
+    torch.mm (MKL on a CPU, cuBLAS on a GPU) and, on a CPU, by oneDNN's inner product on
+    tensors already in its layout (oneDNN runs torch's convolutions; on this AMD CPU MKL's
+    fp32 GEMM reaches under half of it)."""
     n = n or (8192 if device.type == "cuda" else 2048)
-    h = 2 ** (n.bit_length() // 2 - 1)  # a 1x1 conv over h x (n / h) positions is the product
+    threads = torch.get_num_threads()
     rows = []
     cases = [("fp32", torch.float32, False)]
     if device.type == "cuda":
@@ -202,9 +207,15 @@ def matmul_ceiling(device: torch.device, n: int = 0) -> list[dict[str, Any]]:
             torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = allow
             a = torch.randn(n, n, device=device, dtype=dtype)
             b = torch.randn(n, n, device=device, dtype=dtype)
-            x, w = a.view(1, n, h, n // h), b.view(n, n, 1, 1)
-            for impl, stmt in (("torch.mm", "torch.mm(a, b)"), ("conv1x1", "F.conv2d(x, w)")):
-                timer = benchmark.Timer(stmt, globals=dict(torch=torch, F=F, a=a, b=b, x=x, w=w))
+            cases = {"torch.mm": "torch.mm(a, b)"}
+            if device.type == "cpu":
+                cases["oneDNN"] = "torch._C._nn.mkldnn_linear(a1, b1, None)"
+            names = dict(torch=torch, a=a, b=b)
+            if device.type == "cpu":
+                names.update(a1=a.to_mkldnn(), b1=b.to_mkldnn())
+            for impl, stmt in cases.items():
+                # Timer runs one thread unless told otherwise
+                timer = benchmark.Timer(stmt, globals=names, num_threads=threads)
                 seconds = timer.blocked_autorange(min_run_time=1.0).median
                 rows.append({"dtype": label, "impl": impl, "gflops": 2 * n**3 / seconds / 1e9})
     finally:
@@ -253,6 +264,7 @@ class Trainer:
         )
 
     def step(self, batch: tuple[torch.Tensor, torch.Tensor] | None = None) -> None:
+        speed.set_backends(self.cfg.train, self.device)  # global flags: set for each trainer
         torch.manual_seed(seed_from(self.cfg.seed, len(self.losses)))
         loss, _ = train_step(
             self.net,

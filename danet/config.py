@@ -72,6 +72,7 @@ class TrainConfig:
     amp: str = "off"  # off | bf16 | fp16 (CUDA, with a grad scaler): mixed precision
     compile: bool = False  # torch.compile the model (minutes of compilation first)
     cudnn_benchmark: bool = True  # CUDA: time the conv algorithms on the first batch (mmseg: on)
+    keep_freed_memory: bool = True  # glibc: reuse freed blocks, do not refault them (exact)
 
 
 @dataclass

@@ -442,3 +442,13 @@ def test_runs_with_number_changing_speed_options_are_never_pooled():
     s = summarize(df, "miou").set_index(["numerics", "variant"])
     assert s.loc[("fp32", "pam"), "mean"] == 71.0 and s.loc[("bf16", "pam"), "mean"] == 81.0
     assert s.loc[("bf16", "pam"), "delta"] == 30.0  # against bf16's own baseline
+    # the sweep's own report shows the column only where the runs differ in it
+    from analysis import ablation
+
+    runs = df.assign(
+        miou=df["miou"] / 100, setting="context", backbone="tiny", iterations=100,
+        pixel_accuracy=0.9, params=1e5, train_time_s=1.0,
+    )  # fmt: skip
+    table = ablation.ablation_table(runs)
+    assert "| numerics" in ablation.to_markdown(table)
+    assert "numerics" not in ablation.to_markdown(table[table.numerics == "fp32"])

@@ -31,6 +31,7 @@ EXACT = [
     ["data.num_workers=2", "data.persistent_workers=false"],
     ["data.pin_memory=false"],
     ["train.cudnn_benchmark=false"],
+    ["train.keep_freed_memory=false"],
 ]
 
 
@@ -60,6 +61,7 @@ def test_inexact_options_train_and_are_recorded(tiny_cfg, tmp_path):
         "amp": "bf16",
         "compile": False,
         "cudnn_benchmark": False,  # on a CPU it does not apply
+        "keep_freed_memory": True,  # glibc (Linux)
         "num_workers": 0,
         "pin_memory": False,
         "persistent_workers": False,
@@ -141,6 +143,9 @@ def test_bench_measures_every_section(tmp_path):
     assert set(df.section) == {"ceiling", "train", "inference", "option", "data", "check"}
     ceiling = df[df.section == "ceiling"]
     assert set(ceiling.dtype) >= {"fp32"} and (ceiling.gflops > 0).all()
+    assert set(ceiling.impl) == (
+        {"torch.mm"} if torch.cuda.is_available() else {"torch.mm", "oneDNN"}
+    )
     train = df[df.section == "train"].set_index("variant")
     assert list(train.index) == ["none+dual", "none", "danet"]
     assert (train.images_per_s > 0).all() and (train.fraction_of_fp32 > 0).all()

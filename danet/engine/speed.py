@@ -1,15 +1,16 @@
 """The speed options of a run, applied in one place so that training, evaluation and
-`danet bench` run the same code: train.channels_last, amp, compile, cudnn_benchmark and the
-DataLoader's data.num_workers, pin_memory, persistent_workers.
+`danet bench` run the same code: train.channels_last, amp, compile, cudnn_benchmark,
+keep_freed_memory and the DataLoader's data.num_workers, pin_memory, persistent_workers.
 
 Exact options (bit-identical numbers in a deterministic fp32 run, tests/test_speed.py): the
-DataLoader's. Not exact: channels_last and compile (other kernels, other rounding) and amp;
-their effect is measured by `danet bench` and stated in the README.
+DataLoader's and keep_freed_memory. Not exact: channels_last and compile (other kernels,
+other rounding) and amp; their effect is measured by `danet bench` and stated in the README.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 from typing import Any
 
 import torch
@@ -36,8 +37,39 @@ def check(cfg: TrainConfig, device_type: str) -> None:
 
 
 def set_backends(cfg: TrainConfig, device: torch.device) -> None:
+    """Process-wide settings; `danet bench` calls this before each step of each trainer."""
     if device.type == "cuda":  # picks conv algorithms by timing them on the first batch
         torch.backends.cudnn.benchmark = cfg.cudnn_benchmark
+    keep_freed_memory(cfg.keep_freed_memory)
+
+
+# glibc's mallopt parameters (malloc.h)
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD, M_MMAP_MAX = -1, -3, -4
+
+
+def _mallopt() -> Any:
+    try:
+        return ctypes.CDLL("libc.so.6").mallopt
+    except (OSError, AttributeError):
+        return None
+
+
+def keep_freed_memory(keep: bool) -> bool:
+    """torch has no caching allocator on the CPU, and glibc maps each block over its mmap
+    threshold (at most 32 MiB) afresh and unmaps it when freed: every training step then
+    faults its large activations in again, page by page, zero-filled by the kernel (about
+    1 s of a 7.4 s ResNet-50-D8 step here). `keep` serves every block from the heap and
+    never trims it; off restores glibc's settings as they stand once its dynamic threshold
+    has risen (mmap over 32 MiB, trim over 64 MiB). The numbers do not change. Returns
+    whether glibc took the settings (False elsewhere, e.g. macOS)."""
+    mallopt = _mallopt()
+    if mallopt is None:
+        return False
+    if keep:
+        settings = ((M_MMAP_MAX, 0), (M_TRIM_THRESHOLD, 2**31 - 1))
+    else:
+        settings = ((M_MMAP_MAX, 65536), (M_MMAP_THRESHOLD, 32 << 20), (M_TRIM_THRESHOLD, 64 << 20))
+    return all(mallopt(param, value) == 1 for param, value in settings)
 
 
 def prepare(model: nn.Module, cfg: TrainConfig) -> nn.Module:
@@ -79,5 +111,6 @@ def record(cfg: Config, device: torch.device) -> dict[str, Any]:
         "amp": cfg.train.amp,
         "compile": cfg.train.compile,
         "cudnn_benchmark": cfg.train.cudnn_benchmark and device.type == "cuda",
+        "keep_freed_memory": cfg.train.keep_freed_memory and _mallopt() is not None,
         **loader_options(cfg.data, device),
     }
