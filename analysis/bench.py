@@ -103,7 +103,7 @@ SETTINGS = {
     for s in (
         Setting(
             "default",
-            "the default sweep (experiments/ablation.yaml): tiny backbone, 176 px, batch 4",
+            "the default sweep (experiments/ablation.yaml): tiny, 176 px, batch 4, 1 thread",
             [],
             steps=20,
             warmup=5,
@@ -538,7 +538,12 @@ TABLES = [
 
 def to_markdown(df, device: str) -> str:
     """The tables the README carries: ceiling, training, inference, options, data, targets."""
-    out = [f"Device: {device}. One process; medians of per-step times.\n"]
+    settings = [f"{n}: {SETTINGS[n].about}" for n in dict.fromkeys(df.setting) if n in SETTINGS]
+    out = [
+        f"Device: {device}. One process; medians of per-step times. Settings: "
+        + "; ".join(settings)
+        + ".\n"
+    ]
     for section, title, columns, digits in TABLES:
         part = df[df.section == section]
         if part.empty:
