@@ -179,3 +179,16 @@ def test_bench_rejects_unknown_names(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "--variants" in err and "dnaet" in err and "danet" in err
     assert not os.path.exists(tmp_path / "b.csv")
+
+
+def test_fp16_is_refused_at_run_time_where_auto_finds_no_gpu(tiny_cfg, tmp_path):
+    """A sweep checks every run where it is submitted (a login node may have no GPU), so
+    `auto` passes there; the run itself refuses fp16 before writing anything on a CPU."""
+    from danet.engine.train import check_config
+
+    cfg = tiny_cfg("train.amp=fp16")  # train.device=auto
+    check_config(cfg)
+    if not torch.cuda.is_available():
+        with pytest.raises(DanetError, match="needs a CUDA device"):
+            run(cfg, tmp_path / "r", progress=False)
+        assert not (tmp_path / "r").exists()

@@ -26,10 +26,11 @@ AMP_DTYPES: dict[str, torch.dtype | None] = {
 }
 
 
-def check(cfg: TrainConfig, device_type: str) -> None:
+def check(cfg: TrainConfig, device_type: str | None) -> None:
+    """Option values; with the device type (None: not known yet), whether it has them."""
     if cfg.amp not in AMP_DTYPES:
         raise unknown_choice("train.amp", cfg.amp, AMP_DTYPES)
-    if cfg.amp == "fp16" and device_type != "cuda":
+    if cfg.amp == "fp16" and device_type not in ("cuda", None):
         raise DanetError(
             "'train.amp' is fp16, which needs a CUDA device (a CPU has no fast fp16 and no "
             "grad scaler); use train.amp=bf16 or off"

@@ -88,7 +88,8 @@ def check_config(cfg: C.Config) -> None:
     check_eval_config(cfg.eval)
     if cfg.train.device not in ("auto", "cpu") and not cfg.train.device.startswith("cuda"):
         raise DanetError(f"'train.device' must be auto, cpu or cuda[:N], got '{cfg.train.device}'")
-    speed.check(cfg.train, pick_device(cfg.train.device).type)
+    # the device may be absent where a sweep is submitted: fp16 is refused here on cpu only
+    speed.check(cfg.train, "cpu" if cfg.train.device == "cpu" else None)
 
 
 def pretrained_record(path: str) -> dict | None:
@@ -257,7 +258,9 @@ def run(
     run_dir = Path(run_dir)
     if (run_dir / "result.json").exists():
         return json.loads((run_dir / "result.json").read_text())
-    info = distributed.setup(pick_device(cfg.train.device).type == "cuda")
+    device_type = pick_device(cfg.train.device).type
+    speed.check(cfg.train, device_type)
+    info = distributed.setup(device_type == "cuda")
     original = _PREEMPTION.install()
     try:
         return _run(cfg, run_dir, info, stop_after, progress)
