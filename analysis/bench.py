@@ -294,10 +294,8 @@ class Bench:
         self.device, self.quick, self.rows = device, quick, out_rows
         self.ceilings: dict[int, dict[str, float]] = {}
 
-    def add(self, section: str, setting: str, **row: Any) -> dict:
-        row = {"section": section, "setting": setting, **row}
-        self.rows.append(row)
-        return row
+    def add(self, section: str, setting: str, **row: Any) -> None:
+        self.rows.append({"section": section, "setting": setting, **row})
 
     def log(self, text: str) -> None:
         print(text, file=sys.stderr, flush=True)
