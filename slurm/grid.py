@@ -149,7 +149,8 @@ def expand(grid: Grid, runs_root: Path, overrides: list[str] | None = None) -> l
         except DanetError as e:
             raise DanetError(f"{grid.path}: grid point {point}: {e}") from None
         rid = C.run_id(cfg)
-        specs.append(RunSpec(rid, cfg, runs_root / grid.name / rid, point))
+        # absolute: a job may start in a code snapshot, where a relative path lands inside it
+        specs.append(RunSpec(rid, cfg, runs_root.absolute() / grid.name / rid, point))
     ids = [s.run_id for s in specs]
     if len(set(ids)) != len(ids):
         raise DanetError(

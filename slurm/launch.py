@@ -1,9 +1,11 @@
 """Launch a sweep's runs through submitit: on this machine, or as Slurm job arrays.
 
 A run whose result.json exists is done and skipped; one whose job is still queued or running
-is left alone; a failed one is resubmitted only with retry_failed; any other is submitted and
-resumes from the newest checkpoint in its folder. The decisions and submissions of one sweep
-folder happen under a file lock, so two sweeps started at once never submit a run twice.
+(by this sweep or another) is watched until it ends; a failed one is resubmitted only with
+retry_failed; any other is submitted and resumes from the newest checkpoint in its folder.
+The decisions of one sweep folder happen under a file lock, and every run chosen is claimed
+(its job.json written) before the lock is released, so two sweeps started at once never train
+a run twice. Every path handed to a job is absolute: a Slurm job starts in a code snapshot.
 """
 
 from __future__ import annotations
@@ -14,16 +16,16 @@ import os
 import subprocess
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
 import submitit
 
 from danet import config as C
-from danet.errors import DanetError
-from danet.utils import atomic_write_json, git_state
+from danet.utils import atomic_write_json
 from slurm.grid import Launcher, RunSpec
+from slurm.snapshot import code_snapshot, rescue_stranded
 from slurm.status import run_state, slurm_queue
 
 # Without Slurm accounting, submitit warns at every poll that sacct failed; squeue still
@@ -36,6 +38,8 @@ class TrainJob:
     a requeued job finds its progress in the checkpoint on disk, never in the pickle."""
 
     def __init__(self, cfg: dict, run_dir: str) -> None:
+        if not Path(run_dir).is_absolute():  # the job may start in a snapshot or elsewhere
+            raise ValueError(f"TrainJob needs an absolute run folder, got {run_dir}")
         self.cfg, self.run_dir = cfg, run_dir
 
     def __call__(self) -> float:
@@ -74,10 +78,15 @@ class Outcome:
 
 
 @contextmanager
-def sweep_lock(sweep_dir: Path) -> Iterator[None]:
+def sweep_lock(sweep_dir: Path, echo=print) -> Iterator[None]:
+    """Held while a sweep decides and claims its runs (seconds), never while runs train."""
     sweep_dir.mkdir(parents=True, exist_ok=True)
     with open(sweep_dir / ".launch.lock", "w") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)  # a second `danet sweep` waits here, then sees the jobs
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            echo(f"another sweep is submitting runs of {sweep_dir}; waiting for it to finish")
+            fcntl.flock(f, fcntl.LOCK_EX)
         yield
 
 
@@ -123,24 +132,15 @@ def make_executor(folder: Path, launcher: Launcher) -> submitit.AutoExecutor:
     return executor
 
 
-@contextmanager
-def _snapshot(sweep_dir: Path, launcher: Launcher) -> Iterator[None]:
-    """Jobs import the code copied at submission, so later edits change no queued run."""
-    if launcher.cluster != "slurm" or not launcher.snapshot:
-        yield
-        return
-    state = git_state()
-    if state.get("commit") is None:
-        raise DanetError("launcher.snapshot needs a git checkout; run from one, or snapshot: false")
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    target = sweep_dir.resolve() / ".code" / f"{stamp}-{state['commit'][:8]}"
-    with submitit.helpers.RsyncSnapshot(snapshot_dir=target):
-        atomic_write_json(target / "SNAPSHOT.json", {**state, "taken_at": stamp})
-        yield
+def _claim(spec: RunSpec, launcher: Launcher) -> None:
+    """Mark a run as queued by this sweep process (job.json without a job id), so that another
+    sweep leaves it alone until this process ends (slurm.status reads `queued_by`)."""
+    record = {"cluster": launcher.cluster, "host": os.uname().nodename,
+              "queued_by": os.getpid(), "submitted": time.time()}  # fmt: skip
+    atomic_write_json(spec.run_dir / "job.json", record)
 
 
 def _record(spec: RunSpec, job: submitit.Job, launcher: Launcher) -> None:
-    spec.run_dir.mkdir(parents=True, exist_ok=True)
     record = {
         "job_id": str(job.job_id),
         "cluster": launcher.cluster,
@@ -160,47 +160,55 @@ def launch(
     wait: bool = True,
     echo=print,
 ) -> list[Outcome]:
+    sweep_dir = sweep_dir.absolute()
     outcomes: list[Outcome] = []
     todo: list[RunSpec] = []
-    with sweep_lock(sweep_dir):
+    others: list[RunSpec] = []  # queued or running by another sweep or job
+    with sweep_lock(sweep_dir, echo):
+        rescue_stranded(sweep_dir, echo)
         queue = slurm_queue() if launcher.cluster == "slurm" else None
         for spec in specs:
             state = run_state(spec.run_dir, queue)
             if state.state == "done":
                 outcomes.append(Outcome(spec, "done"))
             elif state.state in ("pending", "running", "requeued"):
-                outcomes.append(Outcome(spec, "active", f"job {state.job_id}"))
+                others.append(spec)
             elif state.state == "failed" and not retry_failed:
                 outcomes.append(Outcome(spec, "failed", state.message, state.log))
             else:
                 todo.append(spec)
-        counts = {k: sum(o.state == k for o in outcomes) for k in ("done", "active", "failed")}
+        done, failed = (sum(o.state == k for o in outcomes) for k in ("done", "failed"))
         echo(
-            f"{len(specs)} runs: {counts['done']} done, {len(todo)} to run"
-            + (f", {counts['active']} already queued or running" if counts["active"] else "")
-            + (
-                f", {counts['failed']} failed (--retry-failed resubmits)"
-                if counts["failed"]
-                else ""
-            )
+            f"{len(specs)} runs: {done} done, {len(todo)} to run"
+            + (f", {len(others)} already queued or running" if others else "")
+            + (f", {failed} failed (--retry-failed resubmits)" if failed else "")
             + (f" ({launcher.max_parallel} at once, " if launcher.cluster != "slurm" else " (")
             + f"{launcher.cluster} executor)"
         )
-        if not todo:
-            return outcomes
-        folder = sweep_dir / ".submitit"
-        if launcher.cluster == "slurm":
-            return outcomes + _launch_slurm(todo, sweep_dir, folder, launcher, wait, echo)
-    return outcomes + _launch_local(todo, folder, launcher, echo)
+        for spec in todo:  # claimed before the lock is released: no other sweep takes them
+            spec.run_dir.mkdir(parents=True, exist_ok=True)
+            _claim(spec, launcher)
+        running = _submit_slurm(todo, sweep_dir, launcher, echo) if todo and (
+            launcher.cluster == "slurm"
+        ) else []
+    if launcher.cluster != "slurm":  # local jobs end with this process: always waited for
+        outcomes += _launch_local(todo, sweep_dir / ".submitit", launcher, echo) if todo else []
+    elif not wait:
+        return outcomes + [Outcome(spec, "submitted", f"job {job.job_id}") for job, spec in running]
+    else:
+        outcomes += _wait(running, 10.0, echo, slurm=True)
+    return outcomes + _watch(others, launcher, echo)
 
 
-def _launch_slurm(todo, sweep_dir, folder, launcher, wait, echo) -> list[Outcome]:
-    with _snapshot(sweep_dir, launcher):
-        executor = make_executor(folder, launcher)
+def _submit_slurm(todo, sweep_dir, launcher, echo) -> list:
+    """Submit job arrays (one per MaxArraySize runs); returns (job, spec) pairs."""
+    snapshot = code_snapshot(sweep_dir) if launcher.snapshot else nullcontext()
+    with snapshot:
+        executor = make_executor(sweep_dir / ".submitit", launcher)
         executor.update_parameters(name=sweep_dir.name)
         size = max_array_size(launcher)
         running = []
-        for first in range(0, len(todo), size):  # one array per MaxArraySize runs
+        for first in range(0, len(todo), size):
             chunk = todo[first : first + size]
             with executor.batch():
                 jobs = [executor.submit(TrainJob(C.to_dict(s.cfg), str(s.run_dir))) for s in chunk]
@@ -208,9 +216,7 @@ def _launch_slurm(todo, sweep_dir, folder, launcher, wait, echo) -> list[Outcome
                 _record(spec, job, launcher)
                 running.append((job, spec))
             echo(f"  submitted array {jobs[0].job_id.split('_')[0]}: {len(chunk)} runs")
-    if not wait:
-        return [Outcome(spec, "submitted", f"job {job.job_id}") for job, spec in running]
-    return _wait(running, 10.0, echo, slurm=True)
+    return running
 
 
 def _launch_local(todo, folder, launcher, echo) -> list[Outcome]:
@@ -229,6 +235,33 @@ def _launch_local(todo, folder, launcher, echo) -> list[Outcome]:
             running.append((job, spec))
         done += _wait(running, 0.5 if launcher.cluster == "debug" else 2.0, echo, until_one=True)
     return done
+
+
+def _watch(others: list[RunSpec], launcher: Launcher, echo, poll: float = 5.0) -> list[Outcome]:
+    """Follow runs that another sweep (or an earlier `--no-wait`) queued, until each ends."""
+    if not others:
+        return []
+    echo(f"  watching {len(others)} runs queued or running by another sweep or job")
+    out: list[Outcome] = []
+    pending = list(others)
+    while pending:
+        queue = slurm_queue() if launcher.cluster == "slurm" else None
+        for spec in list(pending):
+            state = run_state(spec.run_dir, queue)
+            if state.state in ("pending", "running", "requeued"):
+                continue
+            pending.remove(spec)
+            if state.state == "done":
+                miou = f"mIoU {100 * state.miou:.2f}" if state.miou is not None else ""
+                echo(f"  done   {spec.run_id}  {miou}  (by job {state.job_id})")
+                out.append(Outcome(spec, "finished", log=state.log))
+            else:
+                message = state.message or "its job ended without a result; run the sweep again"
+                echo(f"  FAILED {spec.run_id}: {message}")
+                out.append(Outcome(spec, "failed", message, state.log))
+        if pending:
+            time.sleep(poll)
+    return out
 
 
 def _wait(

@@ -54,7 +54,9 @@ def slurm_queue() -> set[str] | None:
 def _alive(job: dict, queue: set[str] | None) -> bool | None:
     """True when the scheduler still holds the job; None when this machine cannot tell."""
     job_id = str(job.get("job_id", ""))
-    if job.get("cluster") == "slurm":
+    if not job_id and job.get("queued_by"):  # claimed by a sweep, not yet submitted
+        job_id = str(job["queued_by"])
+    elif job.get("cluster") == "slurm":
         return None if queue is None else job_id in queue
     if job.get("host") != os.uname().nodename or not job_id.isdigit():
         return None
@@ -146,6 +148,6 @@ def run_state(run_dir: Path, queue: set[str] | None = None) -> RunState:
     alive = _alive(job, queue)
     if alive is False:
         return RunState("stopped", **common)
-    if iteration == 0:
+    if iteration == 0 or not job.get("job_id"):  # a claim: queued by a sweep, not yet started
         return RunState("pending", **common)
     return RunState("requeued" if resumes else "running", **common)

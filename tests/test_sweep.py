@@ -115,3 +115,33 @@ def test_compare_grid_covers_every_variant(tmp_path):
     grid = load_grid(Path(__file__).parent.parent / "experiments" / "compare.yaml")
     assert grid.axes["model.variant"] == variants.available()
     assert len(expand(grid, tmp_path)) == 2 * len(variants.available())
+
+
+def test_two_local_sweeps_at_once_train_each_run_once(tmp_path):
+    """Two `danet sweep` of one grid started together, from the same folder, default runs
+    folder: the first claims every run (even those still queued behind max_parallel), the
+    second watches them; no run trains twice, no job touches another's files."""
+    grid = _grid(tmp_path, seeds=(0,))
+    args = [sys.executable, "-m", "danet.cli", "sweep", str(grid), "--no-report",
+            "launcher.max_parallel=1"]  # fmt: skip
+    procs = [
+        subprocess.Popen(args, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         text=True)  # fmt: skip
+        for _ in "ab"
+    ]
+    outs = [p.communicate(timeout=600) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outs
+    stdout = [o[0] for o in outs]
+    assert sum(o.count("  start ") for o in stdout) == 2, stdout
+    assert sum("watching 2 runs" in o for o in stdout) == 1, stdout
+    assert sum(o.count("  done ") for o in stdout) == 4  # each sweep reports both runs
+    sweep = tmp_path / "runs" / "mini"
+    for run_dir in sweep.iterdir():
+        if run_dir.name.startswith("."):
+            continue
+        assert not (run_dir / "error.json").exists()
+        steps = [json.loads(x).get("iteration") for x in (run_dir / "log.jsonl").open()]
+        assert steps[:4] == [1, 2, 3, 4] and "resume" not in (run_dir / "log.jsonl").read_text()
+    status = subprocess.run([sys.executable, "-m", "danet.cli", "status", str(grid)],
+                            cwd=tmp_path, capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert status.returncode == 0 and "2 done" in status.stdout, status.stdout + status.stderr

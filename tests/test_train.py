@@ -157,5 +157,21 @@ def test_tensorboard_events_follow_the_run_and_its_resume(tiny_cfg, tmp_path):
     log = [json.loads(x) for x in (tmp_path / "r" / "log.jsonl").read_text().splitlines()]
     final = [x["miou"] for x in log if x.get("event") == "eval"][0]
     assert events.Scalars("val/miou_whole")[0].value == pytest.approx(final)
-    off = run(tiny_cfg("train.tensorboard=false"), tmp_path / "off", progress=False)
-    assert off and not (tmp_path / "off" / "tb").exists()
+
+
+@pytest.mark.parametrize("tensorboard", [True, False])
+def test_every_sink_setting_marks_the_run_done(tiny_cfg, tmp_path, tensorboard):
+    cfg = tiny_cfg("model.variant=none", f"train.tensorboard={str(tensorboard).lower()}")
+    result = run(cfg, tmp_path / "r", progress=False)
+    assert json.loads((tmp_path / "r" / "result.json").read_text()) == result
+    assert (tmp_path / "r" / "tb").exists() == tensorboard
+    # done: a second call trains nothing and returns the stored result
+    lines = (tmp_path / "r" / "log.jsonl").read_text()
+    assert run(cfg, tmp_path / "r", progress=False) == result
+    assert (tmp_path / "r" / "log.jsonl").read_text() == lines
+
+
+def test_a_finished_run_refuses_another_config(tiny_cfg, tmp_path):
+    run(tiny_cfg("model.variant=none"), tmp_path / "r", progress=False)
+    with pytest.raises(DanetError, match="holds a different config"):
+        run(tiny_cfg("model.variant=none", "train.lr=0.02"), tmp_path / "r", progress=False)

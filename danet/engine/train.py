@@ -8,6 +8,7 @@ RUN_DIR/result.json   written last and atomically; its presence marks the run do
 
 from __future__ import annotations
 
+import contextlib
 import json
 import resource
 import signal
@@ -28,10 +29,10 @@ from danet import config as C
 from danet.data import build_dataset, check_data_config
 from danet.data.sampler import ResumableSampler, seed_from
 from danet.data.transforms import pair
-from danet.engine import checkpoint, distributed, speed
+from danet.engine import checkpoint, distributed, run_lock, speed
 from danet.engine.evaluate import evaluate, metrics_dict
 from danet.engine.inference import MODES, resize_to
-from danet.errors import DanetError, unknown_choice
+from danet.errors import DanetError, Diverged, unknown_choice
 from danet.models import BACKBONES, Segmentor
 from danet.models.head import head_branches
 from danet.utils import (
@@ -132,15 +133,35 @@ def pick_device(name: str) -> torch.device:
 
 
 def write_config(run_dir: Path, cfg: C.Config) -> None:
+    """Write RUN_DIR/config.yaml, or check that the one there is cfg. A config.yaml that is
+    empty, not YAML or cut short is said to be so (not "a different config"), with the fix."""
     path = run_dir / "config.yaml"
     text = yaml.safe_dump(C.to_dict(cfg), sort_keys=False)
-    if path.exists():
-        if C.from_dict(yaml.safe_load(path.read_text()), str(path)) != cfg:
-            raise DanetError(
-                f"{path} holds a different config; resume with it or use another run dir"
-            )
+    if not path.exists():
+        atomic_write_bytes(path, text.encode())
         return
-    atomic_write_bytes(path, text.encode())
+    fix = f"delete the run folder {run_dir} to start over, or restore the file"
+    try:
+        saved = path.read_text()
+    except (OSError, UnicodeDecodeError) as e:
+        raise DanetError(f"{path}: unreadable ({type(e).__name__}: {e}); {fix}") from None
+    if not saved.strip():
+        raise DanetError(f"{path} is empty; {fix}")
+    try:
+        data = C.load_yaml(path)  # names the line and column of a YAML error
+        same, problem = C.from_dict(data, str(path)) == cfg, ""
+    except DanetError as e:
+        same, problem = False, str(e)
+    if same:
+        return
+    keys, order = list(C.flatten(data)) if not problem else [], list(C.flat_keys())
+    # safe_dump ends the file with a newline and writes every key in field order, so a file
+    # without the newline, or with a leading run of the keys only, was cut short
+    if not saved.endswith("\n") or (keys and len(keys) < len(order) and keys == order[: len(keys)]):
+        raise DanetError(f"{path} is truncated (it ends in the middle of the config); {fix}")
+    if problem:
+        raise DanetError(f"{problem}; {fix}")
+    raise DanetError(f"{path} holds a different config; resume with it or use another run dir")
 
 
 def poly_lr(optimizer: torch.optim.Optimizer, it: int, total: int, power: float) -> float:
@@ -231,7 +252,7 @@ def train_step(
         loss, parts = segmentation_loss(net(img), lab, cfg.train.loss_weights, ignore, info)
     finite = distributed.all_sum(torch.isfinite(loss.detach()).float(), info)
     if not bool(finite == info.world_size):
-        raise RuntimeError(f"loss is {float(loss)} at iteration {iteration}; lower train.lr")
+        raise Diverged(f"loss is {float(loss)} at iteration {iteration}; lower train.lr")
     optimizer.zero_grad(set_to_none=True)
     scaler.scale(loss).backward()
     scaler.step(optimizer)  # skips the step when fp16 gradients overflowed
@@ -257,13 +278,17 @@ def run(
     check_config(cfg)
     run_dir = Path(run_dir)
     if (run_dir / "result.json").exists():
+        write_config(run_dir, cfg)  # a finished run of another config is refused, not returned
         return json.loads((run_dir / "result.json").read_text())
     device_type = pick_device(cfg.train.device).type
     speed.check(cfg.train, device_type)
     info = distributed.setup(device_type == "cuda")
     original = _PREEMPTION.install()
     try:
-        return _run(cfg, run_dir, info, stop_after, progress)
+        with run_lock.exclusive(run_dir) if info.is_main else contextlib.nullcontext():
+            if (run_dir / "result.json").exists():  # finished while this process waited
+                return json.loads((run_dir / "result.json").read_text())
+            return _run(cfg, run_dir, info, stop_after, progress)
     finally:
         _PREEMPTION.reset(original)
         distributed.teardown(info)
@@ -518,5 +543,6 @@ def _run(
         for mode, m in by_mode.items():
             board.add_scalar(f"val/miou_{mode}", m["miou"], total)
         board.close()
+    if main:  # last, whatever the sinks: its presence marks the run done
         atomic_write_json(run_dir / "result.json", result)
     return result
