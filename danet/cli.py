@@ -91,6 +91,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 def cmd_status(args: argparse.Namespace) -> int:
     from tabulate import tabulate
 
+    from slurm.snapshot import stranded_runs
     from slurm.status import status_table
 
     target = Path(args.sweep)
@@ -101,6 +102,14 @@ def cmd_status(args: argparse.Namespace) -> int:
     if not target.is_dir():
         raise DanetError(f"{target}: no such sweep folder (give runs/<name> or the grid file)")
     rows, counts = status_table(target)
+    stranded = stranded_runs(target)
+    if stranded:
+        print(
+            f"note: {len(stranded)} runs of this sweep lie inside its code snapshots "
+            f"({target}/.code/), written by an older version; the next `danet sweep` of this "
+            "grid moves them back",
+            file=sys.stderr,
+        )
     if not rows:
         print(f"{target}: no runs yet")
         return 0
