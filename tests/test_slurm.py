@@ -124,23 +124,28 @@ def test_preempted_job_checkpoints_requeues_and_finishes_as_if_uninterrupted(
 
     cfg = C.from_dict(yaml.safe_load((run_dir / "config.yaml").read_text()))
     whole = run(cfg, tmp_path / "whole", progress=False)
+    # exact: the job ran on this machine's CPU with train.threads=1, as this process does
     assert json.loads((run_dir / "result.json").read_text())["miou"] == whole["miou"]
 
 
-def test_two_sweeps_started_at_once_submit_each_run_once(slurm_cluster, tmp_path):
+def test_two_sweeps_started_at_once_train_each_run_once(slurm_cluster, tmp_path):
+    """Both wait for the results: one submits the array, the other says it watches those runs
+    (it does not block on the first sweep's lock while the runs train)."""
     grid = _grid(tmp_path, "twice", {"model.variant": ["none", "pam"], "seed": [0, 1]})
     args = [sys.executable, "-m", "danet.cli", "sweep", str(grid), "--runs-root",
-            str(tmp_path / "runs"), "--no-wait"]  # fmt: skip
+            str(tmp_path / "runs"), "--no-report"]  # fmt: skip
     procs = [subprocess.Popen(args, cwd=REPO, stdout=subprocess.PIPE, text=True) for _ in "ab"]
-    outs = [p.communicate(timeout=300)[0] for p in procs]
+    outs = [p.communicate(timeout=600)[0] for p in procs]
     assert all(p.returncode == 0 for p in procs), outs
-    submitted = sum(o.count("submitted array") for o in outs)
-    assert submitted == 1, outs
-    assert any(
-        "0 to run, 4 already queued or running" in o or "4 done, 0 to run" in o for o in outs
-    )
+    assert sum(o.count("submitted array") for o in outs) == 1, outs
+    watcher = next(o for o in outs if "submitted array" not in o)
+    assert "watching 4 runs" in watcher or "4 done, 0 to run" in watcher, outs
+    assert sum(o.count("  done ") for o in outs) == 8 or "4 done, 0 to run" in watcher, outs
     sweep = tmp_path / "runs" / "twice"
-    _wait_for(lambda: len(list(sweep.glob("*/result.json"))) == 4, 300, "the four runs")
+    assert len(list(sweep.glob("*/result.json"))) == 4
+    for log in sweep.glob("*/log.jsonl"):
+        steps = [json.loads(x)["iteration"] for x in log.read_text().splitlines()]
+        assert steps[:4] == [1, 2, 3, 4] and "resume" not in log.read_text()
 
 
 def test_queued_runs_use_the_code_of_their_submission(slurm_cluster, tmp_path):

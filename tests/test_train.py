@@ -21,6 +21,7 @@ def test_resume_gives_the_same_weights_and_metrics(tiny_cfg, tmp_path):
     assert not (tmp_path / "resumed" / "result.json").exists()
     resumed = run(cfg, tmp_path / "resumed", progress=False)
     a, b = _weights(tmp_path / "straight"), _weights(tmp_path / "resumed")
+    # exact: one process, train.threads=1, so the same kernels in the same order
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert resumed["miou"] == straight["miou"]
     assert resumed["per_class_iou"] == straight["per_class_iou"]
@@ -138,7 +139,9 @@ def test_eval_command_reproduces_the_result(tiny_cfg, tmp_path):
     )
     assert out.returncode == 0, out.stderr
     metrics = json.loads(out.stdout)
-    assert metrics["iteration"] == 4 and metrics["miou"] == result["miou"]
+    # `danet eval` uses every core, the run train.threads=1: logits differ in the last bits
+    # (3e-7 measured), which could flip a near-tie pixel.
+    assert metrics["iteration"] == 4 and metrics["miou"] == pytest.approx(result["miou"], abs=1e-4)
 
 
 def test_tensorboard_events_follow_the_run_and_its_resume(tiny_cfg, tmp_path):
@@ -175,3 +178,14 @@ def test_a_finished_run_refuses_another_config(tiny_cfg, tmp_path):
     run(tiny_cfg("model.variant=none"), tmp_path / "r", progress=False)
     with pytest.raises(DanetError, match="holds a different config"):
         run(tiny_cfg("model.variant=none", "train.lr=0.02"), tmp_path / "r", progress=False)
+
+
+def test_a_second_trainer_of_the_same_folder_is_refused(tiny_cfg, tmp_path):
+    """Two processes on one run folder would delete each other's checkpoint temporaries."""
+    from danet.engine import run_lock
+
+    with run_lock.exclusive(tmp_path / "r"):
+        with pytest.raises(DanetError, match=rf"is being trained by process {os.getpid()}"):
+            run(tiny_cfg("model.variant=none"), tmp_path / "r", progress=False)
+        assert not (tmp_path / "r" / "config.yaml").exists()  # refused before writing anything
+    assert run(tiny_cfg("model.variant=none"), tmp_path / "r", progress=False)["miou"] >= 0
