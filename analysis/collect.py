@@ -1,17 +1,22 @@
 """Every result.json under a folder -> one tidy pandas DataFrame (one row per run).
 
-Analysis reads result.json files only (schema 1); an unreadable or other-schema file is
-reported by path and skipped, and nothing else is lost.
+Analysis reads result.json files only (schema 1). Each is checked on load (`check_result`:
+every field the analysis reads, with its type); an unreadable, other-schema or malformed
+file is reported by path and field and skipped as a whole, and nothing else is lost.
 """
 
 from __future__ import annotations
 
 import json
+import math
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
 SCHEMA = 1
+FIX = "delete the file to re-run, or fix it"
 COLUMNS = (
     "run_id",
     "variant",
@@ -38,28 +43,128 @@ def numerics(speed: dict | None) -> str:
     return " + ".join(parts + [k for k in ("channels_last", "compile") if speed.get(k)])
 
 
+def _number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _integer(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _fraction(v: Any) -> bool:
+    return _number(v) and 0 <= v <= 1
+
+
+def _size(v: Any) -> bool:
+    return _number(v) and v >= 0
+
+
+def _names(v: Any) -> bool:
+    return isinstance(v, list) and all(isinstance(c, str) for c in v)
+
+
+def _ious(v: Any) -> bool:
+    return isinstance(v, dict) and all(x is None or _fraction(x) for x in v.values())
+
+
+# Every field the analysis reads from a result.json: (accepts the value, what it must be).
+FIELDS: dict[str, tuple[Callable[[Any], bool], str]] = {
+    **{k: (lambda v: isinstance(v, str), "a string") for k in COLUMNS[:5]},
+    "seed": (_integer, "an integer"),
+    "iterations": (lambda v: _integer(v) and v >= 0, "a non-negative integer"),
+    "miou": (_fraction, "a number in [0, 1]"),
+    "pixel_accuracy": (_fraction, "a number in [0, 1]"),
+    "params": (lambda v: _integer(v) and v >= 0, "a non-negative integer"),
+    "head_params": (lambda v: _integer(v) and v >= 0, "a non-negative integer"),
+    "train_time_s": (_size, "a non-negative number"),
+    "peak_memory_mb": (_size, "a non-negative number"),
+    "classes": (_names, "a list of class names"),
+    "per_class_iou": (_ious, "a mapping of class -> IoU in [0, 1] or null"),
+}
+# Read when present; absent or null is fine (runs before the speed record have none).
+OPTIONAL = ("speed", "eval", "config", "versions")
+# (field, key): what the analysis reads inside the optional mappings
+NESTED: dict[tuple[str, str], tuple[Callable[[Any], bool], str]] = {
+    ("speed", "amp"): (lambda v: isinstance(v, str), "a string"),
+    ("speed", "channels_last"): (lambda v: isinstance(v, bool), "true or false"),
+    ("speed", "compile"): (lambda v: isinstance(v, bool), "true or false"),
+    ("config", "data"): (lambda v: isinstance(v, dict), "a mapping"),
+}
+
+
+def _bad(field: str, what: str, value: Any) -> str:
+    return f"'{field}' must be {what}, got {value!r}"
+
+
+def check_result(data: dict[str, Any]) -> str | None:
+    """What is wrong with a schema-1 result, naming the field; None when the analysis can
+    read every field it uses."""
+    for field, (accepts, what) in FIELDS.items():
+        if field not in data:
+            return f"no '{field}' field"
+        if not accepts(data[field]):
+            return _bad(field, what, data[field])
+    extra = [c for c in data["per_class_iou"] if c not in data["classes"]]
+    lacking = [c for c in data["classes"] if c not in data["per_class_iou"]]
+    if extra:
+        return f"'per_class_iou' has class {extra[0]!r}, which 'classes' does not list"
+    if lacking:
+        return f"'per_class_iou' has no IoU for class {lacking[0]!r} of 'classes'"
+    for field in OPTIONAL:
+        if data.get(field) is not None and not isinstance(data[field], dict):
+            return _bad(field, "a mapping or null", data[field])
+    for (field, key), (accepts, what) in NESTED.items():
+        value = (data.get(field) or {}).get(key)
+        if value is not None and not accepts(value):
+            return _bad(f"{field}.{key}", what, value)
+    for mode, metrics in (data.get("eval") or {}).items():
+        if not isinstance(metrics, dict) or not _fraction(metrics.get("miou")):
+            got = metrics.get("miou") if isinstance(metrics, dict) else metrics
+            return _bad(f"eval.{mode}.miou", "a number in [0, 1]", got)
+    return None
+
+
+def _read(path: Path) -> tuple[dict[str, Any] | None, str]:
+    """(the result in a result.json, '') or (None, why it is skipped)."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        return None, f"unreadable ({e}); skipped"
+    if not isinstance(data, dict) or data.get("schema") != SCHEMA:
+        found = data.get("schema") if isinstance(data, dict) else None
+        return None, f"schema {found!r}, expected {SCHEMA}; skipped"
+    problem = check_result(data)
+    return (None, f"{problem}; {FIX}") if problem else (data, "")
+
+
 def collect(*roots: str | Path) -> tuple[pd.DataFrame, list[str]]:
+    """One row per valid result.json under the roots, and one problem line per file skipped
+    (its path, the field and the fix): a run is either wholly in the table or listed there."""
     rows, problems = [], []
     for root in roots:
         for path in sorted(Path(root).rglob("result.json")):
-            try:
-                data = json.loads(path.read_text())
-            except (OSError, json.JSONDecodeError) as e:
-                problems.append(f"{path}: unreadable ({e}); skipped")
-                continue
-            if not isinstance(data, dict) or data.get("schema") != SCHEMA:
-                found = data.get("schema") if isinstance(data, dict) else None
-                problems.append(f"{path}: schema {found!r}, expected {SCHEMA}; skipped")
-                continue
-            missing = [c for c in COLUMNS if c not in data]
-            if missing:
-                problems.append(f"{path}: missing {', '.join(missing)}; skipped")
+            if any(part.startswith(".") for part in path.relative_to(root).parts):
+                continue  # a sweep's code snapshots (.code/) and job logs hold no runs of theirs
+            data, problem = _read(path)
+            if data is None:
+                problems.append(f"{path}: {problem}")
                 continue
             row = {c: data[c] for c in COLUMNS}
             row["numerics"] = numerics(data.get("speed"))
             row["sweep"] = path.parent.parent.name
             row["path"] = str(path.parent)
-            per_class = data.get("per_class_iou", {})
-            row.update({f"iou/{k}": per_class[k] for k in data.get("classes", per_class)})
+            per_class = data["per_class_iou"]
+            row.update({f"iou/{k}": per_class[k] for k in data["classes"]})
             rows.append(row)
     return pd.DataFrame(rows), problems
+
+
+def runs_read(n_runs: int, problems: Sequence[str]) -> str:
+    """'12 runs', or '12 runs (2 unreadable files skipped: a, b)' for a summary line: a
+    table never leaves out a run without saying so."""
+    runs = f"{n_runs} run{'' if n_runs == 1 else 's'}"
+    if not problems:
+        return runs
+    paths = ", ".join(p.split(": ", 1)[0] for p in problems)
+    files = "file" if len(problems) == 1 else "files"
+    return f"{runs} ({len(problems)} unreadable {files} skipped: {paths})"

@@ -28,6 +28,7 @@ import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
 from analysis.ablation import variant_order  # noqa: E402
+from analysis.collect import runs_read  # noqa: E402
 from analysis.stats import group_keys  # noqa: E402
 from analysis.tables import (  # noqa: E402
     main_table,
@@ -252,11 +253,11 @@ def main(argv: list[str] | None = None) -> int:
     loaded = runs_command("danet plots", __doc__, "reports/plots", argv)
     if loaded is None:
         return 1
-    args, df, _, _ = loaded
+    args, df, problems, _ = loaded
     written, notes = write_plots(df, args.out, read_profile(args.profile))
     for note in notes:
         print(f"danet plots: {note}", file=sys.stderr)
-    print(f"{len(written)} figure files in {args.out}/")
+    print(f"{len(written)} figure files of {runs_read(len(df), problems)} in {args.out}/")
     return 0
 
 

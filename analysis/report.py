@@ -19,6 +19,7 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import pandas as pd
 
+from analysis.collect import runs_read
 from analysis.plots import figure_bytes, make_figures
 from analysis.tables import (
     display_table,
@@ -121,7 +122,8 @@ def build_html(
         "<title>danet-bench report</title>",
         f"<style>{CSS}</style><script>{SCRIPT}</script></head><body>",
         "<h1>danet-bench report</h1>",
-        f"<p>{len(df)} runs; generated {html.escape(time.strftime('%Y-%m-%d %H:%M:%S %Z'))}."
+        f"<p>{html.escape(runs_read(len(df), problems))}; generated "
+        f"{html.escape(time.strftime('%Y-%m-%d %H:%M:%S %Z'))}."
         f" Profile: {'yes' if profile is not None else 'none (GFLOPs, fps left empty)'}.</p>",
     ]
     if problems:
@@ -160,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
     args, df, problems, raw = loaded
     text = build_html(df, problems, raw, read_profile(args.profile))
     atomic_write_bytes(args.out, text.encode())
-    print(f"report of {len(df)} runs: {args.out}")
+    print(f"report of {runs_read(len(df), problems)}: {args.out}")
     return 0
 
 

@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from analysis.ablation import variant_order
-from analysis.collect import collect
+from analysis.collect import collect, runs_read
 from analysis.stats import BASELINE, group_keys, summarize
 from danet.utils import atomic_write_bytes
 
@@ -297,7 +297,7 @@ def write_tables(
 
 def report_problems(problems: Sequence[str], prog: str) -> None:
     for p in problems:
-        print(f"{prog}: {p}", file=sys.stderr)
+        print(f"{prog}: warning: {p}", file=sys.stderr)
 
 
 def runs_command(prog: str, doc: str | None, out: str, argv: list[str] | None):
@@ -320,12 +320,13 @@ def main(argv: list[str] | None = None) -> int:
     loaded = runs_command("danet tables", __doc__, "reports/tables", argv)
     if loaded is None:
         return 1
-    args, df, _, _ = loaded
+    args, df, problems, _ = loaded
     profile = read_profile(args.profile)
     if profile is None:
         print(f"danet tables: no profile at {args.profile}; GFLOPs/fps left empty", file=sys.stderr)
     write_tables(df, args.out, profile)
-    print(f"tables of {len(df)} runs in {args.out}/ (main, per_class: .md .tex .csv)")
+    runs = runs_read(len(df), problems)
+    print(f"tables of {runs} in {args.out}/ (main, per_class: .md .tex .csv)")
     return 0
 
 

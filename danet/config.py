@@ -238,8 +238,32 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
         try:
             out[key.strip()] = yaml.safe_load(raw) if raw.strip() else ""
         except yaml.YAMLError as e:
-            raise DanetError(f"override '{item}': value is not valid YAML ({e.problem})") from None
+            # columns of the whole key=value item, as the user typed it
+            at = _yaml_at(getattr(e, "problem_mark", None), len(key) + 1)
+            raise DanetError(
+                f"override '{item}': value is not valid YAML{at and ' at ' + at} "
+                f"({_yaml_problem(e, len(key) + 1)})"
+            ) from None
     return out
+
+
+def _yaml_at(mark: Any, shift: int | None = None) -> str:
+    """Where a PyYAML mark points, 1-based: 'line:column' in a file (shift None), else
+    'column N' of an override whose value starts `shift` characters in ('' without a mark)."""
+    if mark is None:
+        return ""
+    if shift is None:
+        return f"{mark.line + 1}:{mark.column + 1}"
+    if mark.line == 0:
+        return f"column {shift + mark.column + 1}"
+    return f"line {mark.line + 1}, column {mark.column + 1} of the value"
+
+
+def _yaml_problem(e: yaml.YAMLError, shift: int | None = None) -> str:
+    """PyYAML's problem, and what it was reading with where that began."""
+    problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+    context, start = getattr(e, "context", None), _yaml_at(getattr(e, "context_mark", None), shift)
+    return f"{problem}, {context} started at {start}" if context and start else problem
 
 
 def load_yaml(path: str | Path) -> dict[str, Any]:
@@ -248,8 +272,11 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
         data = yaml.safe_load(path.read_text())
     except FileNotFoundError:
         raise DanetError(f"{path}: file not found") from None
+    except (OSError, UnicodeDecodeError) as e:  # a folder, no permission, binary bytes
+        raise DanetError(f"{path}: unreadable ({type(e).__name__}: {e})") from None
     except yaml.YAMLError as e:
-        raise DanetError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
+        at = _yaml_at(getattr(e, "problem_mark", None))  # path:line:column, as editors take it
+        raise DanetError(f"{path}{at and ':' + at}: not valid YAML ({_yaml_problem(e)})") from None
     if data is None:
         return {}
     if not isinstance(data, dict):

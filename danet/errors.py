@@ -21,3 +21,10 @@ def unknown_choice(what: str, name: str, valid: Iterable[str]) -> DanetError:
     return DanetError(
         f"unknown {what} '{name}'{did_you_mean(name, valid)}; valid: {', '.join(valid)}"
     )
+
+
+class Diverged(DanetError):
+    """Training produced a non-finite loss: the run's settings (usually train.lr) diverge.
+
+    A DanetError, so `danet train` prints it as one line; the checkpoints already written
+    are kept, and a run with a lower lr starts in a new folder (its config differs)."""

@@ -26,15 +26,18 @@ class ConfusionMatrix:
             pred.flatten().to("cpu", torch.int64),
             target.flatten().to("cpu", torch.int64),
         )
-        keep = target != self.ignore_index
-        pred, target = pred[keep], target[keep]
-        if target.numel() and (
-            target.max() >= self.num_classes or target.min() < 0 or pred.max() >= self.num_classes
-        ):
-            raise ValueError(
-                f"a label or prediction lies outside [0, {self.num_classes}) and is not ignore"
-            )
         n = self.num_classes
+        keep = target != self.ignore_index
+        pred, target = pred[keep], target[keep]  # a prediction on an ignored pixel never counts
+        # out of range, target * n + pred would count in another cell (pred -1: the last cell
+        # of the previous row), so either is an error, not a silent miscount
+        label_note = f" and is not ignore_index {self.ignore_index}"
+        for what, values, note in (("prediction", pred, ""), ("label", target, label_note)):
+            if values.numel():
+                low, high = (int(v) for v in torch.aminmax(values))
+                if low < 0 or high >= n:
+                    bad = low if low < 0 else high
+                    raise ValueError(f"a {what} of {bad} lies outside [0, {n}){note}")
         self.mat += torch.bincount(target * n + pred, minlength=n * n).view(n, n)
 
     def merge(self, other: ConfusionMatrix) -> ConfusionMatrix:

@@ -231,6 +231,18 @@ def test_bad_files_reported_by_path_and_nothing_else_lost(fixture_dir):
     assert str(fixture_dir / "runs/broken/old/result.json") in text and "schema 0" in text
 
 
+def test_results_inside_hidden_folders_are_not_runs(fixture_dir, tmp_path):
+    """A sweep's code snapshot (.code/) may hold a stranded copy of a run: never counted."""
+    from analysis.collect import collect
+
+    one = Path(collect(fixture_dir / "runs")[0]["path"].iloc[0]) / "result.json"
+    for folder in ("sw/r1", "sw/.code/20261203-0123abcd/runs/sw/r1"):
+        (tmp_path / folder).mkdir(parents=True)
+        (tmp_path / folder / "result.json").write_bytes(one.read_bytes())
+    df, problems = collect(tmp_path)
+    assert len(df) == 1 and not problems and df["path"].item() == str(tmp_path / "sw/r1")
+
+
 # --- tables -------------------------------------------------------------------------------
 
 

@@ -1,15 +1,20 @@
 """Attention registry: every variant drops into the same (B, C, H, W) -> (B, C, H, W) slot.
 
-`available()` lists the names, `create(name, channels, **opts)` builds one, `info(name)` gives
-its metadata. A composite variant (DANet's dual module) also names the single-module
-branches that the DANet head places in parallel (`info(name).branches`).
+`available()` lists the names, `create(name, channels, **opts)` builds one (its options checked
+by name, type and range in `check_options`), `info(name)` gives its metadata. A composite
+variant (DANet's dual module) also names the single-module branches that the DANet head places
+in parallel (`info(name).branches`).
 """
 
 from __future__ import annotations
 
 import inspect
+import math
+import types
+import typing
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from torch import nn
 
@@ -161,12 +166,83 @@ def _unknown_option(name: str, key: str, valid) -> DanetError:
     )
 
 
+# Option values are checked here, for every variant, from the constructor's signature: the
+# type from its annotation (else its default's type), and numbers must be positive (counts,
+# reductions, ratios, widths, kernel sizes) unless this table gives another range.
+RANGES: dict[str, tuple[Callable[[Any], bool], str]] = {
+    # odd: timm pads a k-tap conv by k // 2 on both sides, so an even k changes the size
+    "kernel_size": (lambda v: v >= 1 and v % 2 == 1, "a positive odd integer"),
+    "spatial_kernel_size": (lambda v: v >= 1 and v % 2 == 1, "a positive odd integer"),
+    "key_channels": (lambda v: v >= 0, "0 (half the input channels) or a positive integer"),
+    "value_channels": (lambda v: v >= 0, "0 (half the input channels) or a positive integer"),
+    "momentum": (lambda v: 0 <= v <= 1, "a number in [0, 1]"),  # EMA's moving average of bases
+    "beta": (math.isfinite, "a finite number"),  # ECA's offset in its kernel-size formula
+}
+_TYPE_NAMES = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}
+
+
+def _option_types(name: str) -> dict[str, Any]:
+    """Option -> its type: the constructor's annotation, else its default's type (Any)."""
+    factory = info(name).factory
+    hints = typing.get_type_hints(factory.__init__ if isinstance(factory, type) else factory)
+    return {
+        key: hints.get(key, Any if default is None else type(default))
+        for key, default in options(name).items()
+    }
+
+
+def _typed(value: Any, tp: Any) -> tuple[bool, Any]:
+    """(whether value is of type tp, the value as that type); YAML's 1e-3 is a string."""
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        for member in typing.get_args(tp):
+            ok, typed = _typed(value, member)
+            if ok:
+                return True, typed
+        return False, value
+    if tp is type(None):
+        return value is None, value
+    if tp is float and isinstance(value, str):
+        try:
+            return True, float(value)
+        except ValueError:
+            return False, value
+    if tp in (int, float) and isinstance(value, bool):
+        return False, value
+    if tp is float:
+        return isinstance(value, (int, float)), value
+    return (tp is Any or not isinstance(tp, type) or isinstance(value, tp)), value
+
+
+def _type_name(tp: Any) -> str:
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        return " or ".join(_type_name(m) for m in typing.get_args(tp))
+    return "null" if tp is type(None) else _TYPE_NAMES.get(tp, getattr(tp, "__name__", str(tp)))
+
+
+def check_options(name: str, opts: dict[str, Any]) -> dict[str, Any]:
+    """The options of variant `name`, checked (names, types, ranges) and typed; a DanetError
+    names the variant, the option, the value and what is valid."""
+    types_ = _option_types(name)
+    checked = {}
+    for key, value in opts.items():
+        if key not in types_:
+            raise _unknown_option(name, key, types_)
+        ok, value = _typed(value, types_[key])
+        what = _type_name(types_[key])
+        if ok and isinstance(value, (int, float)) and not isinstance(value, bool):
+            positive = "a positive number" if "number" in what else "a positive integer"
+            valid, what = RANGES.get(key, (lambda v: v > 0 and math.isfinite(v), positive))
+            ok = bool(valid(value))
+        if not ok:
+            raise DanetError(
+                f"variant '{name}': model.variant_opts.{key} must be {what}, got {value!r}"
+            )
+        checked[key] = value
+    return checked
+
+
 def create(name: str, channels: int, **opts) -> nn.Module:
-    valid = options(name)
-    for key in opts:
-        if key not in valid:
-            raise _unknown_option(name, key, valid)
-    return info(name).factory(channels, **opts)
+    return info(name).factory(channels, **check_options(name, opts))
 
 
 def branch_options(name: str, opts: dict) -> list[dict]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 from torch.utils.data import Dataset
 
@@ -26,8 +28,11 @@ class SyntheticDataset(Dataset):
     ignore_index = synthetic.IGNORE
     same_size = True  # validation images all have one size, so evaluation can batch them
 
-    def __init__(self, cfg: DataConfig, split: str, seed: int = 0) -> None:
+    def __init__(
+        self, cfg: DataConfig, split: str, seed: int = 0, augment: bool | None = None
+    ) -> None:
         self.cfg, self.split, self.seed = cfg, split, seed
+        self.augment = split == "train" if augment is None else augment
         self.length = cfg.train_size if split == "train" else cfg.val_size
         self.scenes = scene_cache.scenes(
             split, cfg.setting, cfg.image_size, cfg.data_seed, self.length
@@ -47,7 +52,7 @@ class SyntheticDataset(Dataset):
         index, draw = item if isinstance(item, tuple) else (item, 0)
         image, label = self.scene(index)
         img, lab = to_tensors(image, label)
-        if self.split == "train":
+        if self.augment:
             gen = torch.Generator().manual_seed(seed_from(self.seed, draw))
             img, lab = train_augment(
                 img,
@@ -76,14 +81,29 @@ def check_data_config(cfg: DataConfig) -> None:
             raise unknown_choice(f"data.{key} of {cfg.name}", getattr(cfg, key), splits)
 
 
-def build_dataset(cfg: DataConfig, split: str, seed: int = 0) -> Dataset:
-    """split: train (augmented, (index, draw) items) or val."""
+TRANSFORMS = ("train", "eval")
+
+
+def build_dataset(
+    cfg: DataConfig, split: str, seed: int = 0, transform: str | None = None
+) -> Dataset:
+    """split: train or val, the images read. transform: "train" (random scale, crop and flip,
+    (index, draw) items) or "eval" (whole images, unchanged); None: the split's own, train
+    for train and eval for val."""
     check_data_config(cfg)
+    if split not in ("train", "val") or transform not in (None, *TRANSFORMS):
+        raise ValueError(f"split {split!r}, transform {transform!r}: not train/val, train/eval")
+    transform = transform or ("train" if split == "train" else "eval")
     if cfg.name == "synthetic":
-        return SyntheticDataset(cfg, split, seed)
+        return SyntheticDataset(cfg, split, seed, augment=transform == "train")
     from danet.data.files import FileDataset
 
-    return FileDataset(cfg, split, seed)
+    # A FileDataset applies the train transform to data.train_split's files and the eval
+    # one to data.val_split's: point the key of the transform wanted at the split's files.
+    files = getattr(cfg, f"{split}_split")
+    if transform == "eval":
+        return FileDataset(dataclasses.replace(cfg, val_split=files), "val", seed)
+    return FileDataset(dataclasses.replace(cfg, train_split=files), "train", seed)
 
 
 def num_classes(cfg: DataConfig) -> int:

@@ -1,15 +1,17 @@
 """Checkpoints in RUN_DIR/ckpt/: written atomically, the newest two kept, resume from the newest
-one that loads (a torn or corrupt file falls back to the one before)."""
+one that loads (a torn or corrupt file falls back to the one before, and is reported)."""
 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from danet.errors import DanetError
+from danet.models.convert import _one_line
 from danet.utils import atomic_torch_save
 
 KEEP = 2
@@ -46,14 +48,31 @@ def load(path: Path) -> dict[str, Any]:
     except FileNotFoundError:
         raise DanetError(f"{path}: checkpoint not found") from None
     except Exception as e:  # torch raises several types for a torn or foreign file
-        raise DanetError(f"{path}: not a readable checkpoint ({type(e).__name__}: {e})") from None
+        raise DanetError(f"{path}: not a readable checkpoint ({_one_line(e)})") from None
 
 
-def latest(run_dir: Path) -> dict[str, Any] | None:
-    """The newest checkpoint that loads, or None when there is none."""
+def latest(
+    run_dir: Path, on_skip: Callable[[Path, str], None] | None = None
+) -> dict[str, Any] | None:
+    """The newest checkpoint that loads, or None when there is none. Each newer one that
+    does not load is passed to `on_skip` with the reason (a one-line DanetError message)."""
     for path in reversed(list_checkpoints(run_dir)):
         try:
             return load(path)
-        except DanetError:
-            continue
+        except DanetError as e:
+            if on_skip is not None:
+                on_skip(path, str(e))
     return None
+
+
+def skip_warnings(
+    skipped: list[tuple[Path, str]], state: dict[str, Any] | None, use: str = "resuming from"
+) -> list[str]:
+    """One line per checkpoint that `latest` skipped, saying which iteration is used instead
+    (`use`: what is done with it), or that training restarts from 0 when none loaded."""
+    where = (
+        f"{use} iteration {state['iteration']} instead"
+        if state is not None
+        else "no readable checkpoint is left, so training restarts from iteration 0"
+    )
+    return [f"{reason}; skipped, {where}" for _, reason in skipped]

@@ -8,6 +8,7 @@ describe the model and data. Overrides apply in every case (data.root on another
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 from danet import config as C
@@ -47,9 +48,15 @@ def load_saved(
 
     model = Segmentor(cfg.model, num_classes(cfg.data))
     if target.is_dir():
-        state = checkpoint.latest(target)
+        skipped: list[tuple[Path, str]] = []
+        state = checkpoint.latest(target, on_skip=lambda path, why: skipped.append((path, why)))
         if state is None:
-            raise DanetError(f"{target}: no readable checkpoint in {checkpoint.ckpt_dir(target)}")
+            newest = f" ({skipped[0][1]})" if skipped else ""
+            raise DanetError(
+                f"{target}: no readable checkpoint in {checkpoint.ckpt_dir(target)}{newest}"
+            )
+        for message in checkpoint.skip_warnings(skipped, state, use="evaluating"):
+            print(f"warning: {message}", file=sys.stderr)
         model.load_state_dict(state["model"])
         return cfg, model, state["iteration"], "danet-bench"
     layout = load_weights(model, target)
@@ -69,7 +76,10 @@ def evaluate_saved(
     if modes:
         extra.append(f"eval.modes=[{','.join(modes)}]")
     cfg, model, iteration, layout = load_saved(target, config_file, extra)
-    dataset = build_dataset(cfg.data, "train" if split == "train" else "val", cfg.seed)
+    # whole images with the evaluation transform on either split (not training's random crops)
+    dataset = build_dataset(
+        cfg.data, "train" if split == "train" else "val", cfg.seed, transform="eval"
+    )
     device = pick_device(cfg.train.device)
     cms = evaluate(
         speed.prepare(model.to(device), cfg.train), dataset, len(dataset.classes), device,

@@ -58,7 +58,7 @@ def check_config(cfg: C.Config) -> None:
     for branch, opts in zip(
         branches, variants.branch_options(cfg.model.variant, cfg.model.variant_opts)
     ):
-        variants.create(branch, 8, **opts)  # option values are checked by the constructors
+        variants.create(branch, 8, **opts)  # checks option names, types and ranges
     check_data_config(cfg.data)
     positive = {
         "train.iterations": cfg.train.iterations,
@@ -147,18 +147,23 @@ def write_config(run_dir: Path, cfg: C.Config) -> None:
         raise DanetError(f"{path}: unreadable ({type(e).__name__}: {e}); {fix}") from None
     if not saved.strip():
         raise DanetError(f"{path} is empty; {fix}")
+    cut = "" if saved.endswith("\n") else "; it is truncated"  # safe_dump ends with a newline
     try:
         data = C.load_yaml(path)  # names the line and column of a YAML error
-        same, problem = C.from_dict(data, str(path)) == cfg, ""
     except DanetError as e:
-        same, problem = False, str(e)
-    if same:
-        return
-    keys, order = list(C.flatten(data)) if not problem else [], list(C.flat_keys())
-    # safe_dump ends the file with a newline and writes every key in field order, so a file
-    # without the newline, or with a leading run of the keys only, was cut short
-    if not saved.endswith("\n") or (keys and len(keys) < len(order) and keys == order[: len(keys)]):
-        raise DanetError(f"{path} is truncated (it ends in the middle of the config); {fix}")
+        raise DanetError(f"{e}{cut}; {fix}") from None
+    try:
+        if C.from_dict(data, str(path)) == cfg:
+            return
+        problem = ""
+    except DanetError as e:  # e.g. a value cut short to another type
+        problem = str(e)
+    keys, order = list(C.flatten(data)), list(C.flat_keys())
+    # safe_dump writes every key in field order: a file of only a leading run of them was
+    # cut short (a file of an older version lacks keys in the middle, and may still match)
+    if cut or (len(keys) < len(order) and keys == order[: len(keys)]):
+        last = f"'{keys[-1]}'" if keys else "nothing"
+        raise DanetError(f"{path} is truncated (it stops after {last}); {fix}")
     if problem:
         raise DanetError(f"{problem}; {fix}")
     raise DanetError(f"{path} holds a different config; resume with it or use another run dir")
@@ -252,7 +257,7 @@ def train_step(
         loss, parts = segmentation_loss(net(img), lab, cfg.train.loss_weights, ignore, info)
     finite = distributed.all_sum(torch.isfinite(loss.detach()).float(), info)
     if not bool(finite == info.world_size):
-        raise Diverged(f"loss is {float(loss)} at iteration {iteration}; lower train.lr")
+        raise Diverged(f"loss is {float(loss.detach())} at iteration {iteration}; lower train.lr")
     optimizer.zero_grad(set_to_none=True)
     scaler.scale(loss).backward()
     scaler.step(optimizer)  # skips the step when fp16 gradients overflowed
@@ -383,7 +388,13 @@ def _run(
     scaler = speed.grad_scaler(cfg.train, device)
     log = JsonLog(run_dir / "log.jsonl") if main else None
     start, elapsed = 0, 0.0
-    state = checkpoint.latest(run_dir)
+    skipped: list[tuple[Path, str]] = []
+    state = checkpoint.latest(run_dir, on_skip=lambda path, why: skipped.append((path, why)))
+    # A restart from 0 keeps log.jsonl (nothing written is deleted): its lines past iteration
+    # 0 repeat later, readers keep an iteration's last line, and this warning marks the restart.
+    for message in checkpoint.skip_warnings(skipped, state) if main else []:
+        print(f"warning: {message}", file=sys.stderr)
+        log.write(event="warning", message=message)
     if state is not None:
         start = state["iteration"]
     board = _board(run_dir, start) if main and cfg.train.tensorboard else None

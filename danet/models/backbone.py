@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import pickle
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import timm
 import torch
 from torch import nn
 
 from danet.errors import DanetError, unknown_choice
+from danet.models.convert import _one_line
 
 
 @dataclass(frozen=True)
@@ -88,6 +91,53 @@ def set_multi_grid(body: nn.Module, name: str, multi_grid: Sequence[int]) -> Non
         conv.padding = tuple(dilation * (k - 1) // 2 for k in conv.kernel_size)
 
 
+def read_pretrained(path: str) -> dict[str, Any]:
+    """The state dict in a model.pretrained file, read by timm's own reader (torch.load with
+    weights_only, or safetensors; unwraps 'state_dict'/'model' and DDP's `module.`)."""
+    if not Path(path).is_file():
+        raise DanetError(
+            f"model.pretrained: weights file '{path}' not found; give a local "
+            "file path or leave it empty to train from scratch"
+        )
+    try:
+        state = timm.models.load_state_dict(path)
+    except Exception as e:  # torch and safetensors raise several types for a torn or foreign file
+        # timm rewraps torch's unpickling error as one about pickle globals, even for bytes
+        # that are no pickle at all: torch's own says what it found
+        cause = e.__cause__ if isinstance(e.__cause__, pickle.UnpicklingError) else e
+        raise DanetError(
+            f"model.pretrained {path}: not a readable weights file ({_one_line(cause)}); give a "
+            "state dict saved with torch.save or safetensors, or leave it empty"
+        ) from None
+    return state
+
+
+def _shape(value: Any) -> tuple[int, ...] | None:
+    return tuple(value.shape) if isinstance(value, torch.Tensor) else None
+
+
+def load_pretrained(body: nn.Module, state: Mapping[str, Any], name: str, path: str) -> None:
+    """Load a backbone's weights as timm's `pretrained=True` from a file does (non-strict:
+    the file's classifier and unused stages are ignored), after checking that every tensor of
+    the backbone is in the file with its shape: timm would load a file of another
+    architecture silently (it only logs), and the run would record it as used."""
+    own = {  # BN counters, absent from old files, keep the model's value (as timm leaves them)
+        k: v for k, v in body.state_dict().items() if not k.endswith(".num_batches_tracked")
+    }
+    matched = {k for k, v in own.items() if _shape(state.get(k)) == tuple(v.shape)}
+    if len(matched) < len(own):
+        first = next(k for k in own if k not in matched)
+        theirs = _shape(state.get(first))
+        why = "not in the file" if theirs is None else f"{theirs} in the file"
+        raise DanetError(
+            f"model.pretrained {path}: only {len(matched)} of {len(own)} backbone tensors match "
+            f"by name and shape; it is not a {name} checkpoint (e.g. {first} "
+            f"{tuple(own[first].shape)}: {why}); give a {name} state dict (timm's "
+            f"{BACKBONES[name].timm_name} names) or set model.backbone to the file's architecture"
+        )
+    body.load_state_dict({k: state[k] for k in state if k in own}, strict=False)
+
+
 class Backbone(nn.Module):
     """A timm feature extractor returning one stride-8 feature map.
 
@@ -102,15 +152,10 @@ class Backbone(nn.Module):
         kwargs: dict = dict(features_only=True, out_indices=(spec.stage,), **dict(spec.timm_kwargs))
         if spec.output_stride:
             kwargs["output_stride"] = spec.output_stride
-        if pretrained:
-            if not Path(pretrained).is_file():
-                raise DanetError(
-                    f"model.pretrained: weights file '{pretrained}' not found; give a local "
-                    "file path or leave it empty to train from scratch"
-                )
-            # timm reads the local file; `checkpoint_path=` fails with features_only.
-            kwargs.update(pretrained=True, pretrained_cfg_overlay=dict(file=str(pretrained)))
+        state = read_pretrained(pretrained) if pretrained else None
         self.body = timm.create_model(spec.timm_name, **kwargs)
+        if state is not None:
+            load_pretrained(self.body, state, name, pretrained)
         if multi_grid:
             set_multi_grid(self.body, name, multi_grid)
         self.out_channels: int = self.body.feature_info.channels()[-1]
