@@ -23,6 +23,7 @@ from pathlib import Path
 import submitit
 
 from danet import config as C
+from danet.errors import DanetError
 from danet.utils import atomic_write_json
 from slurm.grid import Launcher, RunSpec
 from slurm.snapshot import code_snapshot, rescue_stranded
@@ -91,18 +92,31 @@ def sweep_lock(sweep_dir: Path, echo=print) -> Iterator[None]:
 
 
 def max_array_size(launcher: Launcher) -> int:
-    if launcher.max_array_size:
-        return launcher.max_array_size
+    """Runs per job array: launcher.max_array_size, else the cluster's MaxArraySize. Slurm
+    numbers array tasks from 0 and refuses an index >= MaxArraySize, so an array holds at most
+    MaxArraySize runs; a larger setting is refused here instead of failing at submission."""
+    limit = None
     try:
         out = subprocess.run(
             ["scontrol", "show", "config"], capture_output=True, text=True, timeout=30
         ).stdout
         for line in out.splitlines():
-            if line.split("=")[0].strip() == "MaxArraySize":
-                return int(line.split("=")[1])
+            key, _, value = line.partition("=")
+            if key.strip() == "MaxArraySize":
+                limit = int(value)
     except (OSError, ValueError, subprocess.TimeoutExpired):
         pass
-    return 1000  # Slurm's default MaxArraySize is 1001 (indices 0-1000)
+    wanted = launcher.max_array_size
+    if limit is None:  # Slurm's default MaxArraySize is 1001 (indices 0-1000)
+        return wanted or 1000
+    cap = max(limit, 1)  # 0 disables arrays: submitit submits a batch of one as a plain job
+    if wanted > cap:
+        raise DanetError(
+            f"launcher.max_array_size={wanted} is above this cluster's MaxArraySize={limit} "
+            f"(scontrol show config), which Slurm refuses; set launcher.max_array_size={cap} "
+            "or less, or 0 to use the cluster's limit"
+        )
+    return wanted or cap
 
 
 def make_executor(folder: Path, launcher: Launcher) -> submitit.AutoExecutor:
@@ -164,6 +178,8 @@ def launch(
     outcomes: list[Outcome] = []
     todo: list[RunSpec] = []
     others: list[RunSpec] = []  # queued or running by another sweep or job
+    # a size Slurm refuses stops the sweep here, before anything is written
+    array_size = max_array_size(launcher) if launcher.cluster == "slurm" else 0
     with sweep_lock(sweep_dir, echo):
         rescue_stranded(sweep_dir, echo)
         queue = slurm_queue() if launcher.cluster == "slurm" else None
@@ -188,9 +204,9 @@ def launch(
         for spec in todo:  # claimed before the lock is released: no other sweep takes them
             spec.run_dir.mkdir(parents=True, exist_ok=True)
             _claim(spec, launcher)
-        running = _submit_slurm(todo, sweep_dir, launcher, echo) if todo and (
-            launcher.cluster == "slurm"
-        ) else []
+        running = []
+        if todo and launcher.cluster == "slurm":
+            running = _submit_slurm(todo, sweep_dir, launcher, array_size, echo)
     if launcher.cluster != "slurm":  # local jobs end with this process: always waited for
         outcomes += _launch_local(todo, sweep_dir / ".submitit", launcher, echo) if todo else []
     elif not wait:
@@ -200,13 +216,12 @@ def launch(
     return outcomes + _watch(others, launcher, echo)
 
 
-def _submit_slurm(todo, sweep_dir, launcher, echo) -> list:
+def _submit_slurm(todo, sweep_dir, launcher, size: int, echo) -> list:
     """Submit job arrays (one per MaxArraySize runs); returns (job, spec) pairs."""
     snapshot = code_snapshot(sweep_dir) if launcher.snapshot else nullcontext()
     with snapshot:
         executor = make_executor(sweep_dir / ".submitit", launcher)
         executor.update_parameters(name=sweep_dir.name)
-        size = max_array_size(launcher)
         running = []
         for first in range(0, len(todo), size):
             chunk = todo[first : first + size]

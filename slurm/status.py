@@ -2,9 +2,12 @@
 
 done      result.json exists
 failed    error.json is newer than the last submission (its message is shown)
-pending   the job is queued (Slurm) / submitted (local) and has not trained yet
-running   the job is alive and training
-requeued  the job is alive and has resumed at least once (preempted, or timed out)
+pending   queued and has not trained yet: Slurm holds the job without running it (PENDING,
+          held, CONFIGURING, ...), or a local job has logged no iteration yet
+requeued  Slurm holds the job without running it and the run has trained before (preempted,
+          `scontrol requeue`d, or resubmitted after a cancel): it resumes from its checkpoint
+running   training: Slurm says RUNNING or COMPLETING (or a live local job has logged progress);
+          the resumes column counts its restarts
 stopped   submitted once, no longer alive, not done: the next sweep resubmits it
 new       never submitted
 """
@@ -39,19 +42,37 @@ def _json(path: Path) -> dict | None:
         return None
 
 
-def slurm_queue() -> set[str] | None:
-    """Ids of every job Slurm holds (pending, running, requeued), array tasks one by one;
-    None when squeue cannot be asked. One call serves a whole sweep."""
+Queue = dict[str, str]  # job id (array tasks one by one) -> Slurm state, as squeue's %T
+
+# Slurm states whose processes run (SIGNALING: a signal on its way to a running job; STAGE_OUT:
+# its processes ended, files are being staged). Any other state in the queue (PENDING,
+# REQUEUED, REQUEUE_HOLD, CONFIGURING, SUSPENDED, ...) is a job that waits.
+RUNNING_STATES = frozenset({"RUNNING", "COMPLETING", "SIGNALING", "STAGE_OUT"})
+
+
+def parse_squeue(text: str) -> Queue:
+    """`squeue -h -r -o "%i %T"` output -> {job id: state}."""
+    queue: Queue = {}
+    for line in text.splitlines():
+        fields = line.split()
+        if len(fields) == 2:
+            queue[fields[0]] = fields[1]
+    return queue
+
+
+def slurm_queue() -> Queue | None:
+    """Every job Slurm holds (pending, running, requeued, held) with its state, array tasks one
+    by one; None when squeue cannot be asked. One call serves a whole sweep."""
     try:
         out = subprocess.run(
-            ["squeue", "-h", "-r", "-o", "%i"], capture_output=True, text=True, timeout=60
+            ["squeue", "-h", "-r", "-o", "%i %T"], capture_output=True, text=True, timeout=60
         )
     except (OSError, subprocess.TimeoutExpired):
         return None
-    return set(out.stdout.split()) if out.returncode == 0 else None
+    return parse_squeue(out.stdout) if out.returncode == 0 else None
 
 
-def _alive(job: dict, queue: set[str] | None) -> bool | None:
+def _alive(job: dict, queue: Queue | None) -> bool | None:
     """True when the scheduler still holds the job; None when this machine cannot tell."""
     job_id = str(job.get("job_id", ""))
     if not job_id and job.get("queued_by"):  # claimed by a sweep, not yet submitted
@@ -101,11 +122,16 @@ def _short(path: str) -> str:
     return path if rel.startswith("..") else rel
 
 
+RUN_FILES = ("config.yaml", "job.json")
+
+
 def status_table(sweep_dir: Path) -> tuple[list[dict], dict[str, int]]:
     """One row per run folder under sweep_dir, and the count of each state."""
     rows = []
     queue = slurm_queue()
-    for run_dir in sorted(p for p in sweep_dir.iterdir() if (p / "config.yaml").is_file()):
+    # job.json alone: a run submitted (or claimed) whose job has not written config.yaml yet
+    runs = (p for p in sweep_dir.iterdir() if any((p / f).is_file() for f in RUN_FILES))
+    for run_dir in sorted(runs):
         st = run_state(run_dir, queue)
         rows.append(
             {
@@ -124,7 +150,7 @@ def status_table(sweep_dir: Path) -> tuple[list[dict], dict[str, int]]:
     return rows, counts
 
 
-def run_state(run_dir: Path, queue: set[str] | None = None) -> RunState:
+def run_state(run_dir: Path, queue: Queue | None = None) -> RunState:
     """The run's state; `queue` is slurm_queue() (asked here when None and needed)."""
     result = _json(run_dir / "result.json")
     job = _json(run_dir / "job.json") or {}
@@ -148,6 +174,11 @@ def run_state(run_dir: Path, queue: set[str] | None = None) -> RunState:
     alive = _alive(job, queue)
     if alive is False:
         return RunState("stopped", **common)
-    if iteration == 0 or not job.get("job_id"):  # a claim: queued by a sweep, not yet started
+    if not job.get("job_id"):  # a claim: queued by a sweep, not yet submitted
         return RunState("pending", **common)
-    return RunState("requeued" if resumes else "running", **common)
+    slurm = queue.get(common["job_id"]) if queue and job.get("cluster") == "slurm" else None
+    if slurm is None:  # a local job, or squeue unanswered: the log tells whether it trains
+        return RunState("running" if iteration else "pending", **common)
+    if slurm in RUNNING_STATES:
+        return RunState("running", **common)
+    return RunState("requeued" if iteration else "pending", **common)
