@@ -42,7 +42,7 @@ from danet.data import build_dataset
 from danet.data.sampler import seed_from
 from danet.engine import distributed, speed
 from danet.engine.inference import predict
-from danet.engine.train import make_optimizer, pick_device, train_loader, train_step
+from danet.engine.step import make_optimizer, pick_device, train_loader, train_step
 from danet.models import Segmentor
 from danet.utils import device_name, seed_everything
 

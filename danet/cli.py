@@ -13,7 +13,8 @@ from danet.errors import DanetError
 
 def cmd_train(args: argparse.Namespace) -> int:
     from danet import config as C
-    from danet.engine.train import check_config, run
+    from danet.checks import check_config
+    from danet.engine.train import run
 
     cfg = C.build(args.config, args.overrides)
     check_config(cfg)

@@ -303,3 +303,42 @@ def run_id(cfg: Config) -> str:
 
     digest = hashlib.sha1(json.dumps(to_dict(cfg), sort_keys=True).encode()).hexdigest()[:8]
     return f"{cfg.model.variant}-{cfg.model.backbone}-{cfg.data.name}-s{cfg.seed}-{digest}"
+
+
+def write_or_check(path: Path, cfg: Config) -> None:
+    """Write a run folder's config.yaml, or check that the one there is cfg. A config.yaml that is
+    empty, not YAML or cut short is said to be so (not "a different config"), with the fix."""
+    from danet.utils import atomic_write_bytes  # lazily: grids are read without torch
+
+    run_dir = path.parent
+    text = yaml.safe_dump(to_dict(cfg), sort_keys=False)
+    if not path.exists():
+        atomic_write_bytes(path, text.encode())
+        return
+    fix = f"delete the run folder {run_dir} to start over, or restore the file"
+    try:
+        saved = path.read_text()
+    except (OSError, UnicodeDecodeError) as e:
+        raise DanetError(f"{path}: unreadable ({type(e).__name__}: {e}); {fix}") from None
+    if not saved.strip():
+        raise DanetError(f"{path} is empty; {fix}")
+    cut = "" if saved.endswith("\n") else "; it is truncated"  # safe_dump ends with a newline
+    try:
+        data = load_yaml(path)  # names the line and column of a YAML error
+    except DanetError as e:
+        raise DanetError(f"{e}{cut}; {fix}") from None
+    try:
+        if from_dict(data, str(path)) == cfg:
+            return
+        problem = ""
+    except DanetError as e:  # e.g. a value cut short to another type
+        problem = str(e)
+    keys, order = list(flatten(data)), list(flat_keys())
+    # safe_dump writes every key in field order: a file of only a leading run of them was
+    # cut short (a file of an older version lacks keys in the middle, and may still match)
+    if cut or (len(keys) < len(order) and keys == order[: len(keys)]):
+        last = f"'{keys[-1]}'" if keys else "nothing"
+        raise DanetError(f"{path} is truncated (it stops after {last}); {fix}")
+    if problem:
+        raise DanetError(f"{problem}; {fix}")
+    raise DanetError(f"{path} holds a different config; resume with it or use another run dir")

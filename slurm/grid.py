@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from danet import config as C
-from danet.engine.train import check_config
+from danet.checks import check_config
 from danet.errors import DanetError, did_you_mean, unknown_choice
 
 CLUSTERS = ("local", "slurm", "debug")

@@ -44,13 +44,16 @@ class TrainJob:
         self.cfg, self.run_dir = cfg, run_dir
 
     def __call__(self) -> float:
+        from danet.engine.preemption import Preemption
         from danet.engine.train import run
 
         env = submitit.JobEnvironment()
         if env.num_tasks > 1:  # MASTER_ADDR/PORT, RANK, WORLD_SIZE, LOCAL_RANK for DDP
             submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
         try:
-            result = run(C.from_dict(self.cfg, f"{self.run_dir}/config.yaml"), Path(self.run_dir))
+            self.preemption = Preemption()  # this process's run, for checkpoint() below
+            cfg = C.from_dict(self.cfg, f"{self.run_dir}/config.yaml")
+            result = run(cfg, Path(self.run_dir), preemption=self.preemption)
         except Exception as e:
             if env.global_rank == 0:
                 atomic_write_json(
@@ -64,9 +67,8 @@ class TrainJob:
     def checkpoint(self, *args, **kwargs) -> submitit.helpers.DelayedSubmission:
         """Slurm's USR2 (time limit near, or preemption): save the last finished iteration,
         then submitit requeues the job, which resumes from that checkpoint."""
-        from danet.engine.train import save_for_preemption
-
-        save_for_preemption()
+        if getattr(self, "preemption", None) is not None:  # None: USR2 before training began
+            self.preemption.save_now()
         return submitit.helpers.DelayedSubmission(TrainJob(self.cfg, self.run_dir))
 
 

@@ -76,7 +76,8 @@ def _train_worker(rank: int, world: int, port: int, run_dir: str, overrides: lis
 
 
 def test_two_process_run_equals_one_process_run_with_the_same_total_batch(tmp_path):
-    """Tolerance: equal mIoU and the loss curve to 1e-5 relative. The two processes take the
+    """Tolerance: mIoU to 1e-4 and the loss curve to 1e-5 relative (measured on an AMD EPYC,
+    AVX2: equal mIoU, losses 5e-7 apart; a near-tie pixel may flip). The two processes take the
     single run's batch between them (same samples and augmentation), SyncBN normalises over
     the whole batch, and the loss is averaged over all labelled pixels; what remains is the
     order of floating-point sums in the all-reduce. Dropout is switched off because its masks
@@ -87,7 +88,7 @@ def test_two_process_run_equals_one_process_run_with_the_same_total_batch(tmp_pa
     one, two = (json.loads((tmp_path / d / "result.json").read_text()) for d in ("one", "two"))
     assert (one["world_size"], two["world_size"], two["sync_bn"]) == (1, 2, True)
     assert two["batch_per_process"] == 2
-    assert abs(one["miou"] - two["miou"]) < 1e-9
+    assert abs(one["miou"] - two["miou"]) <= 1e-4  # argmax of logits that differ in the last bits
     logs = [
         [r["loss"] for r in map(json.loads, (tmp_path / d / "log.jsonl").read_text().splitlines())
          if "loss" in r]
@@ -140,6 +141,7 @@ def test_kill_while_writing_a_checkpoint_keeps_the_previous_one(tmp_path, tiny_c
     whole = run(
         tiny_cfg("train.iterations=6", "model.variant=pam"), tmp_path / "whole", progress=False
     )
+    # exact: train.threads=1 in both processes on one CPU, so the same kernels in the same order
     assert resumed["miou"] == whole["miou"]
     events = [json.loads(x) for x in (tmp_path / "killed" / "log.jsonl").read_text().splitlines()]
     assert {"event": "resume", "iteration": 2} in events
@@ -150,19 +152,22 @@ PREEMPTED = textwrap.dedent(
     import os, signal, sys
     from pathlib import Path
     from danet import config as C
-    from danet.engine import train
+    from danet.engine import step, train
+    from danet.engine.preemption import Preemption
 
+    preemption = Preemption()
     def handler(signum, frame):  # what submitit's USR2 handler does through TrainJob.checkpoint
-        train.save_for_preemption()
+        preemption.save_now()
         sys.exit(3)
     signal.signal(signal.SIGUSR2, handler)
-    real = train.poly_lr
+    real = step.poly_lr
     def poly_lr(optimizer, it, total, power):
         if it == 3:  # mid-way through iteration 4 (0-based 3), the job is told to stop
             os.kill(os.getpid(), signal.SIGUSR2)
         return real(optimizer, it, total, power)
-    train.poly_lr = poly_lr
-    train.run(C.build(None, sys.argv[2:]), Path(sys.argv[1]), progress=False)
+    step.poly_lr = poly_lr
+    train.run(C.build(None, sys.argv[2:]), Path(sys.argv[1]), progress=False,
+              preemption=preemption)
     """
 )
 
@@ -179,4 +184,4 @@ def test_preemption_saves_the_last_finished_iteration_and_resumes_exactly(tmp_pa
     assert sorted(p.name for p in ckpt.glob("iter_*.pt")) == ["iter_0000004.pt"]
     resumed = run(tiny_cfg(*args), tmp_path / "pre", progress=False)
     whole = run(tiny_cfg(*args), tmp_path / "whole", progress=False)
-    assert resumed["miou"] == whole["miou"]
+    assert resumed["miou"] == whole["miou"]  # exact: as in the test above

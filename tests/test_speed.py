@@ -40,6 +40,8 @@ def test_exact_options_keep_a_deterministic_run_bit_identical(tiny_cfg, tmp_path
     base = tiny_cfg("model.variant=danet")  # dropout and augmentation both draw numbers
     a, wa = _trained(base, tmp_path / "default")
     b, wb = _trained(tiny_cfg("model.variant=danet", *option), tmp_path / "option")
+    # exact: one CPU, train.threads=1 and the same samples (workers only fetch them), so the
+    # same kernels run in the same order
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
     assert a["miou"] == b["miou"] and a["per_class_iou"] == b["per_class_iou"]
     assert _losses(tmp_path / "default") == _losses(tmp_path / "option")
@@ -184,7 +186,7 @@ def test_bench_rejects_unknown_names(tmp_path, capsys):
 def test_fp16_is_refused_at_run_time_where_auto_finds_no_gpu(tiny_cfg, tmp_path):
     """A sweep checks every run where it is submitted (a login node may have no GPU), so
     `auto` passes there; the run itself refuses fp16 before writing anything on a CPU."""
-    from danet.engine.train import check_config
+    from danet.checks import check_config
 
     cfg = tiny_cfg("train.amp=fp16")  # train.device=auto
     check_config(cfg)

@@ -12,10 +12,11 @@ import sys
 from pathlib import Path
 
 from danet import config as C
+from danet.checks import check_config
 from danet.data import build_dataset
 from danet.engine import checkpoint, speed
 from danet.engine.evaluate import evaluate, metrics_dict
-from danet.engine.train import check_config, pick_device
+from danet.engine.step import pick_device
 from danet.errors import DanetError
 from danet.models import Segmentor
 from danet.models.convert import load_weights

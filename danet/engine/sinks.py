@@ -1,0 +1,79 @@
+"""Where a run reports, besides its checkpoints: RUN_DIR/log.jsonl (one JSON object per line),
+TensorBoard events in RUN_DIR/tb (train.tensorboard), and a tqdm bar on stderr. Opened and
+closed in one place; only the writing process (rank 0) opens files, elsewhere every call
+does nothing but tick the (disabled) bar.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+from danet.engine.step import peak_memory_mb
+
+
+class Sinks:
+    def __init__(
+        self, run_dir: Path, start: int, total: int, main: bool, tensorboard: bool, progress: bool
+    ) -> None:
+        self.log = (run_dir / "log.jsonl").open("a") if main else None
+        self.board = _board(run_dir, start) if main and tensorboard else None
+        self.bar = tqdm(
+            total=total, initial=start, desc=run_dir.name, disable=not (progress and main),
+            mininterval=1.0 if sys.stderr.isatty() else 30.0, file=sys.stderr,
+        )  # fmt: skip
+        self.logged, self.at = start, time.perf_counter()  # for images/s between two logs
+
+    def __enter__(self) -> Sinks:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.bar.close()
+        if self.log:
+            self.log.close()
+        if self.board:
+            self.board.close()
+
+    def event(self, **record: Any) -> None:
+        if self.log:
+            self.log.write(json.dumps(record) + "\n")
+            self.log.flush()
+
+    def warn(self, message: str) -> None:
+        if self.log:
+            print(f"warning: {message}", file=sys.stderr)
+            self.event(event="warning", message=message)
+
+    def train(self, done: int, loss: float, parts: list[float], lr: float, elapsed: float,
+              batch_size: int, device) -> None:  # fmt: skip
+        """A logged training iteration: the loss (total and per output), lr, speed, memory."""
+        self.event(iteration=done, loss=loss, losses=parts, lr=lr, time=elapsed)
+        if self.board:
+            now = time.perf_counter()
+            rate = (done - self.logged) * batch_size / (now - self.at)
+            self.board.add_scalar("train/loss", loss, done)
+            for name, part in zip(("fused", "branch_a", "branch_b"), parts):
+                self.board.add_scalar(f"train/loss_{name}", part, done)
+            self.board.add_scalar("train/lr", lr, done)
+            self.board.add_scalar("train/images_per_s", rate, done)
+            self.board.add_scalar("train/peak_memory_mb", peak_memory_mb(device)[0], done)
+            self.logged, self.at = done, now
+        self.bar.set_postfix(loss=f"{loss:.3f}")
+
+    def evaluated(self, by_mode: dict[str, dict], iteration: int) -> None:
+        for mode, metrics in by_mode.items():
+            self.event(event="eval", iteration=iteration, mode=mode, miou=metrics["miou"])
+            if self.board:
+                self.board.add_scalar(f"val/miou_{mode}", metrics["miou"], iteration)
+
+
+def _board(run_dir: Path, start: int):
+    """TensorBoard's writer; a resumed run drops events past its checkpoint."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    return SummaryWriter(log_dir=str(run_dir / "tb"), purge_step=start + 1 if start else None)
