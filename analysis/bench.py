@@ -476,10 +476,8 @@ def variant_config(cfg: C.Config, name: str) -> C.Config:
 
 
 def setting_config(s: Setting, quick: bool) -> C.Config:
-    from slurm.grid import load_grid
-
-    grid = load_grid(REPO / "experiments" / "ablation.yaml")
-    cfg = C.apply(C.Config(), C.flatten(grid.base), str(grid.path))
+    path = REPO / "experiments" / "ablation.yaml"  # the default sweep's shared settings
+    cfg = C.from_dict(C.load_yaml(path).get("config") or {}, f"{path} (config)")
     overrides = s.overrides + (QUICK if quick else [])
     return with_overrides(cfg, [*overrides, "train.tensorboard=false"])
 
