@@ -13,10 +13,12 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
+from analysis.stats import BASELINE  # noqa: E402
+from analysis.stats import GROUP as _GROUP  # noqa: E402
 from danet.utils import atomic_write_bytes  # noqa: E402
 
-GROUP = ["dataset", "setting", "backbone", "iterations", "numerics"]
-BASELINE = "none"
+GROUP = list(_GROUP)  # the runs pooled into one row (stats.GROUP, the same for every table)
+
 ABLATION_ORDER = ("none", "pam", "cam", "danet")  # the DANet paper's Table 1
 
 

@@ -15,7 +15,8 @@ from typing import Any
 
 import pandas as pd
 
-SCHEMA = 1
+from danet import RESULT_SCHEMA
+
 FIX = "delete the file to re-run, or fix it"
 COLUMNS = (
     "run_id",
@@ -32,6 +33,15 @@ COLUMNS = (
     "train_time_s",
     "peak_memory_mb",
 )
+
+
+def crop_label(crop) -> str:
+    """176 -> '176x176', [512, 1024] -> '512x1024' (mmseg's Crop Size)."""
+    if isinstance(crop, (list, tuple)):
+        return "x".join(str(int(c)) for c in crop)
+    if crop is None or crop != crop:
+        return ""
+    return f"{int(crop)}x{int(crop)}"
 
 
 def numerics(speed: dict | None) -> str:
@@ -130,9 +140,9 @@ def _read(path: Path) -> tuple[dict[str, Any] | None, str]:
         data = json.loads(path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         return None, f"unreadable ({e}); skipped"
-    if not isinstance(data, dict) or data.get("schema") != SCHEMA:
+    if not isinstance(data, dict) or data.get("schema") != RESULT_SCHEMA:
         found = data.get("schema") if isinstance(data, dict) else None
-        return None, f"schema {found!r}, expected {SCHEMA}; skipped"
+        return None, f"schema {found!r}, expected {RESULT_SCHEMA}; skipped"
     problem = check_result(data)
     return (None, f"{problem}; {FIX}") if problem else (data, "")
 
@@ -151,6 +161,7 @@ def collect(*roots: str | Path) -> tuple[pd.DataFrame, list[str]]:
                 continue
             row = {c: data[c] for c in COLUMNS}
             row["numerics"] = numerics(data.get("speed"))
+            row["crop_size"] = crop_label(data.get("config", {}).get("data", {}).get("crop_size"))
             row["sweep"] = path.parent.parent.name
             row["path"] = str(path.parent)
             per_class = data["per_class_iou"]

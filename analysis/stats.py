@@ -33,7 +33,7 @@ BOOT_SEED = 0
 
 
 def group_keys(df: pd.DataFrame, group: Sequence[str] = GROUP) -> list[str]:
-    """The grouping columns of `group` that df has (crop_size is absent from bare collect())."""
+    """The grouping columns of `group` that df has."""
     return [g for g in group if g in df.columns]
 
 

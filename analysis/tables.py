@@ -44,15 +44,6 @@ ZOO_NAMES = {
 }
 
 
-def crop_label(crop) -> str:
-    """176 -> '176x176', [512, 1024] -> '512x1024' (mmseg's Crop Size)."""
-    if isinstance(crop, (list, tuple)):
-        return "x".join(str(int(c)) for c in crop)
-    if crop is None or crop != crop:
-        return ""
-    return f"{int(crop)}x{int(crop)}"
-
-
 def feature_size(crop: str) -> float:
     """The attention's feature side for a crop label: the longer crop side / 8."""
     sides = [int(s) for s in str(crop).split("x") if s.isdigit()]
@@ -60,20 +51,18 @@ def feature_size(crop: str) -> float:
 
 
 def load(*roots: str | Path) -> tuple[pd.DataFrame, list[str], dict[str, dict]]:
-    """collect() plus what the tables need from each valid result.json: crop_size (label),
-    miou_msflip (when eval has msflip) and the raw result (keyed by run folder) for the
-    report. The problems of collect() are passed on unchanged; nothing else is dropped."""
+    """collect() plus what the tables need from each valid result.json: miou_msflip (when
+    eval has msflip) and the raw result (keyed by run folder) for the report. The problems of
+    collect() are passed on unchanged; nothing else is dropped."""
     df, problems = collect(*roots)
     raw: dict[str, dict] = {}
-    crops, msflip = [], []
+    msflip = []
     for path in df.get("path", pd.Series(dtype=str)):
         data = json.loads((Path(path) / "result.json").read_text())
         raw[path] = data
-        crops.append(crop_label(data.get("config", {}).get("data", {}).get("crop_size")))
         ms = (data.get("eval") or {}).get("msflip") or {}
         msflip.append(ms.get("miou", np.nan))
     if not df.empty:
-        df["crop_size"] = crops
         df["miou_msflip"] = pd.to_numeric(pd.Series(msflip, index=df.index), errors="coerce")
         for c in [c for c in df.columns if c.startswith("iou/")]:
             df[c] = pd.to_numeric(df[c], errors="coerce")

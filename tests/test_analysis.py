@@ -459,7 +459,7 @@ def test_runs_with_number_changing_speed_options_are_never_pooled():
 
     runs = df.assign(
         miou=df["miou"] / 100, setting="context", backbone="tiny", iterations=100,
-        pixel_accuracy=0.9, params=1e5, train_time_s=1.0,
+        pixel_accuracy=0.9, params=1e5, train_time_s=1.0, crop_size="64x64",
     )  # fmt: skip
     table = ablation.ablation_table(runs)
     assert "| numerics" in ablation.to_markdown(table)

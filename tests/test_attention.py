@@ -131,7 +131,7 @@ def test_every_variant_fits_the_slot(name):
             torch.manual_seed(0)
             again = variants.create(name, shape[1]).eval()(x)
         assert out.shape == x.shape
-        assert torch.equal(out, again)
+        assert torch.equal(out, again)  # exact: same weights, input and kernels, one process
         if name in IDENTITY_AT_INIT:
             assert torch.allclose(out, x)
         elif name == "danet":  # two branches, each the identity

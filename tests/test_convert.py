@@ -170,7 +170,7 @@ def test_loading_reproduces_every_tensor(files, source, fresh, variant):
     assert load_weights(fresh, files[variant]) == "pytorch-encoding"
     loaded = fresh.state_dict()
     assert loaded.keys() == ours.keys()
-    assert all(torch.equal(loaded[k], ours[k]) for k in ours)
+    assert all(torch.equal(loaded[k], ours[k]) for k in ours)  # exact: a copy, no arithmetic
     fresh.head.conv5a[0].weight.data.add_(1.0)  # differ again for the next load
 
 
@@ -232,7 +232,7 @@ def test_our_layouts_load(tmp_path):
         torch.save(content, tmp_path / name)
         dst.head.conv8[1].bias.data.add_(1.0)
         assert load_weights(dst, tmp_path / name) == "danet-bench"
-        assert all(torch.equal(v, state[k]) for k, v in dst.state_dict().items())
+        assert all(torch.equal(v, state[k]) for k, v in dst.state_dict().items())  # a copy
 
 
 def test_missing_bn_counters_are_tolerated(tmp_path):
@@ -240,7 +240,7 @@ def test_missing_bn_counters_are_tolerated(tmp_path):
     old = {k: v for k, v in src.state_dict().items() if not k.endswith("num_batches_tracked")}
     torch.save({"state_dict": _to_encoding(old)}, tmp_path / "old.pth")
     assert load_weights(dst, tmp_path / "old.pth") == "pytorch-encoding"
-    assert torch.equal(dst.head.sa.query_conv.weight, src.head.sa.query_conv.weight)
+    assert torch.equal(dst.head.sa.query_conv.weight, src.head.sa.query_conv.weight)  # a copy
 
 
 def test_key_mismatch_counts_and_hints(tmp_path):

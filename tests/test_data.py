@@ -56,7 +56,7 @@ def test_train_samples_depend_on_seed_and_draw_only(tiny_cfg):
     cfg = tiny_cfg()
     ds = build_dataset(cfg.data, "train", seed=1)
     a, b = ds[(3, 17)], ds[(3, 17)]
-    assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+    assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])  # exact: same draw, same process
     c = build_dataset(cfg.data, "train", seed=2)[(3, 17)]
     assert not torch.equal(a[0], c[0]) or not torch.equal(a[1], c[1])
     assert a[0].shape == (3, 64, 64) and a[1].dtype == torch.int64

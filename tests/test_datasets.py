@@ -229,7 +229,7 @@ def test_eval_modes_and_saved_predictions_agree_with_official(tmp_path, tiny_cfg
     )
     result = run(cfg, tmp_path / "run", progress=False)
     assert list(result["eval"]) == ["whole", "slide", "msflip"] and result["eval_mode"] == "whole"
-    assert result["miou"] == result["eval"]["whole"]["miou"]
+    assert result["miou"] == result["eval"]["whole"]["miou"]  # exact: the same number, copied
 
     out = subprocess.run(
         [sys.executable, "-m", "danet.cli", "eval", str(tmp_path / "run"), "--mode", "slide",
@@ -238,7 +238,10 @@ def test_eval_modes_and_saved_predictions_agree_with_official(tmp_path, tiny_cfg
     )  # fmt: skip
     assert out.returncode == 0, out.stderr
     metrics = json.loads(out.stdout)
-    assert metrics["eval_mode"] == "slide" and metrics["miou"] == result["eval"]["slide"]["miou"]
+    # `danet eval` uses every core, the run train.threads=1: logits differ in the last bits
+    # (4.5e-8 measured), which could flip a near-tie pixel; slide and whole differ by 4.9e-4.
+    assert metrics["eval_mode"] == "slide"
+    assert metrics["miou"] == pytest.approx(result["eval"]["slide"]["miou"], abs=1e-4)
     val = build_dataset(cfg.data, "val")
     preds = [tmp_path / "pred" / f"{val.name_of(i)}.png" for i in range(len(val))]
     official = _official_cityscapes_miou(preds, [gt for _, gt in val.samples])

@@ -35,7 +35,7 @@ def test_local_file_loads_without_network(tmp_path, no_network):
     full, path = _weights(tmp_path, "resnet18")
     body = Backbone("resnet18", str(path)).body
     for key in ("conv1.weight", "layer4.1.conv2.weight", "layer2.0.bn1.running_mean"):
-        assert torch.equal(body.state_dict()[key], full.state_dict()[key]), key
+        assert torch.equal(body.state_dict()[key], full.state_dict()[key]), key  # a copy
     scratch = Backbone("resnet18").body
     assert not torch.equal(scratch.state_dict()["conv1.weight"], full.state_dict()["conv1.weight"])
 

@@ -22,6 +22,7 @@ from pathlib import Path
 import torch
 from torch.utils.data import Dataset, Subset
 
+from danet import RESULT_SCHEMA
 from danet import config as C
 from danet.checks import check_config
 from danet.data import build_dataset
@@ -41,8 +42,6 @@ from danet.utils import (
     sha256_file,
     versions,
 )
-
-SCHEMA = 1  # of result.json; analysis.collect reads this one
 
 
 @dataclass
@@ -240,7 +239,7 @@ def record(r: Run, by_mode: dict[str, dict], train_time: float, eval_time: float
     cfg, world = r.cfg, r.info.world_size
     memory, memory_kind = step.peak_memory_mb(r.device)
     return {
-        "schema": SCHEMA, "run_id": r.run_dir.name, "config": C.to_dict(cfg),
+        "schema": RESULT_SCHEMA, "run_id": r.run_dir.name, "config": C.to_dict(cfg),
         "variant": cfg.model.variant, "head": "dual" if r.model.head.num_outputs == 3 else "single",
         "branches": list(head_branches(cfg.model.variant, cfg.model.head)),
         "backbone": cfg.model.backbone, "dataset": cfg.data.name, "setting": cfg.data.setting,
