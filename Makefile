@@ -9,7 +9,10 @@ CLUSTER ?= local
 PARTITION ?=
 ARGS ?=
 
-.PHONY: sweep status test tables plots report profile bench bench-attention clean-runs
+.PHONY: help sweep status test tables plots report profile bench bench-attention clean-runs
+
+help:  ## this list: each target and what it does
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/^([a-z-]+):.*## /  make \1\t/' | expand -t 24
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -45,5 +48,5 @@ bench: $(STAMP)  ## speed against the matmul ceiling, every speed option side by
 bench-attention: $(STAMP)  ## PAM naive vs memory-efficient: peak memory and time side by side
 	$(BIN)/python -m analysis.bench_attention
 
-clean-runs:
+clean-runs:  ## delete runs/ (every run's folder: results, checkpoints, logs)
 	rm -rf runs
