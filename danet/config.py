@@ -121,7 +121,7 @@ def flat_keys(obj: Any = None, prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def _coerce(key: str, value: Any, tp: Any, source: str) -> Any:
+def coerce(key: str, value: Any, tp: Any, source: str) -> Any:
     origin = typing.get_origin(tp)
 
     def bad() -> DanetError:
@@ -130,7 +130,7 @@ def _coerce(key: str, value: Any, tp: Any, source: str) -> Any:
     if origin in (typing.Union, types.UnionType):  # e.g. int | tuple[int, int]
         for member in typing.get_args(tp):
             try:
-                return _coerce(key, value, member, source)
+                return coerce(key, value, member, source)
             except DanetError:
                 pass
         raise bad()
@@ -141,7 +141,7 @@ def _coerce(key: str, value: Any, tp: Any, source: str) -> Any:
         if origin is tuple and args and args[-1] is not Ellipsis and len(args) != len(value):
             raise DanetError(f"{source}: '{key}' needs {len(args)} values, got {value!r}")
         item = args[0] if args else Any
-        return tuple(_coerce(key, v, item, source) for v in value)
+        return tuple(coerce(key, v, item, source) for v in value)
     if origin is dict or tp is dict:
         if not isinstance(value, dict):
             raise bad()
@@ -224,7 +224,7 @@ def apply(cfg: Config, overrides: dict[str, Any], source: str) -> Config:
         target = cfg
         for p in parents:
             target = getattr(target, p)
-        setattr(target, leaf, _coerce(key, value, keys[key], source))
+        setattr(target, leaf, coerce(key, value, keys[key], source))
     return cfg
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import typing
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -114,19 +115,17 @@ def apply_launcher(base: Launcher, d: dict[str, Any], source: str) -> Launcher:
 
 
 def _launcher(d: dict[str, Any], path: Path | str) -> Launcher:
-    valid = {f.name: f for f in fields(Launcher)}
+    types = typing.get_type_hints(Launcher)
     out = Launcher()
     for key, value in d.items():
-        if key not in valid:
+        if key not in types:
             raise DanetError(
-                f"{path}: unknown launcher key '{key}'{did_you_mean(key, valid)}; "
-                f"valid: {', '.join(valid)}"
+                f"{path}: unknown launcher key '{key}'{did_you_mean(key, types)}; "
+                f"valid: {', '.join(types)}"
             )
-        expected = type(getattr(out, key))
-        if not isinstance(value, expected) or (isinstance(value, bool) and expected is not bool):
-            raise DanetError(f"{path}: launcher.{key} must be {expected.__name__}, got {value!r}")
-        if expected is int and value < 0:
-            raise DanetError(f"{path}: launcher.{key} must be 0 or more, got {value}")
+        value = C.coerce(f"launcher.{key}", value, types[key], str(path))  # as config keys
+        if types[key] is int and value < 0:
+            raise DanetError(f"{path}: 'launcher.{key}' must be 0 or more, got {value}")
         setattr(out, key, value)
     if out.cluster not in CLUSTERS:
         raise unknown_choice(f"launcher.cluster in {path}", out.cluster, CLUSTERS)

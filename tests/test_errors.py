@@ -68,6 +68,14 @@ def test_bad_files(tmp_path):
         "unknown launcher key 'max_paralel' (did you mean 'max_parallel'?)"
         in danet("sweep", str(grid)).stderr
     )
+    grid.write_text("name: g\nlauncher:\n  max_parallel: two\n  snapshot: 1\n")
+    out = danet("sweep", str(grid), "--dry-run")  # launcher values are typed as config keys
+    assert out.returncode == 2 and "'launcher.max_parallel' must be an integer, got 'two'" in (
+        out.stderr
+    )
+    grid.write_text("name: g\nlauncher:\n  snapshot: 1\n")
+    out = danet("sweep", str(grid), "--dry-run")
+    assert "g.yaml: 'launcher.snapshot' must be true or false, got 1" in out.stderr
     out = danet("sweep", str(tmp_path / "missing.yaml"))
     assert out.returncode == 2 and "missing.yaml: file not found" in out.stderr
     out = danet("eval", str(tmp_path))
