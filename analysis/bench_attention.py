@@ -21,6 +21,16 @@ from torch import nn
 import variants
 
 
+def open_gates(module: nn.Module) -> nn.Module:
+    """Set every scalar gate (DANet's gamma, initialised to 0) to 0.5: at 0 the attention's
+    output is multiplied away, so autograd may skip it and its cost would not be measured."""
+    with torch.no_grad():
+        for p in module.parameters():
+            if p.shape == (1,):
+                p.fill_(0.5)
+    return module
+
+
 def peak_memory_mb(module: nn.Module, x: torch.Tensor, step) -> float:
     """Peak tensor memory (MiB) of step() beyond `module`'s parameters and `x`."""
     if x.is_cuda:
@@ -60,9 +70,7 @@ def measure(
         module = DANetHead(channels, 19, variant, opts, inter_channels=512).to(device)
     else:
         module = variants.create(variant, channels, **opts).to(device)
-    for p in module.parameters():  # gamma = 0 would let autograd skip the attention
-        if p.shape == (1,):
-            nn.init.constant_(p, 0.5)
+    open_gates(module)
     x = torch.randn(1, channels, size, size, device=device, requires_grad=True)
 
     def step() -> None:

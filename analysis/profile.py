@@ -46,7 +46,7 @@ import torch
 from torch import nn
 
 import variants
-from analysis.bench_attention import peak_memory_mb
+from analysis.bench_attention import open_gates, peak_memory_mb
 
 C_MODULE = 512
 HEAD_IN, HEAD_INTER, NUM_CLASSES = 2048, 512, 19
@@ -231,11 +231,7 @@ def build(
             module = Segmentor(cfg, NUM_CLASSES)
         else:
             raise ValueError(f"unknown scope {scope!r}; one of {SCOPES}")
-    if str(device) != "meta":
-        for p in module.parameters():  # gamma = 0 would make the attention a no-op
-            if p.shape == (1,):
-                nn.init.constant_(p, 0.5)
-    return module
+    return module if str(device) == "meta" else open_gates(module)
 
 
 def input_shape(scope: str, size: int | tuple[int, int]) -> tuple[int, ...]:
