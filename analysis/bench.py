@@ -42,7 +42,7 @@ from danet.data import build_dataset
 from danet.data.sampler import seed_from
 from danet.engine import distributed, speed
 from danet.engine.inference import predict
-from danet.engine.step import make_optimizer, pick_device, train_loader, train_step
+from danet.engine.step import build_model, pick_device, train_loader, train_step
 from danet.models import Segmentor
 from danet.utils import device_name, seed_everything
 
@@ -252,12 +252,9 @@ class Trainer:
 
     def __post_init__(self) -> None:
         seed_everything(self.cfg.seed)
-        self.model = speed.prepare(
-            Segmentor(self.cfg.model, len(self.train_set.classes)).to(self.device), self.cfg.train
-        )
+        n = len(self.train_set.classes)
+        self.model, self.optimizer, self.scaler = build_model(self.cfg, n, self.device)
         self.model.train()
-        self.optimizer = make_optimizer(self.model, self.cfg.train)
-        self.scaler = speed.grad_scaler(self.cfg.train, self.device)
         self.net = speed.compiled(self.model, self.cfg.train)
         self.batches = iter(
             train_loader(self.train_set, self.cfg, 0, distributed.SINGLE, self.device)

@@ -55,6 +55,17 @@ def segmentation_loss(
     return total, [float(p.detach()) for p in parts]
 
 
+def build_model(
+    cfg: C.Config, num_classes: int, device: torch.device, world_size: int = 1
+) -> tuple[Segmentor, torch.optim.Optimizer, torch.amp.GradScaler]:
+    """The model (speed options applied; SyncBatchNorm across several processes), its optimiser
+    and grad scaler, from the current random state: what training runs and `danet bench` times."""
+    model = speed.prepare(Segmentor(cfg.model, num_classes).to(device), cfg.train)
+    if world_size > 1 and cfg.train.sync_bn:
+        model = distributed.convert_sync_batchnorm(model, device)
+    return model, make_optimizer(model, cfg.train), speed.grad_scaler(cfg.train, device)
+
+
 def make_optimizer(model: Segmentor, cfg: C.TrainConfig) -> torch.optim.Optimizer:
     """SGD with momentum; the head's lr is head_lr_mult times the backbone's (DANet)."""
     return torch.optim.SGD(

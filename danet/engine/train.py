@@ -135,11 +135,7 @@ def setup(cfg: C.Config, run_dir: Path, info: distributed.DistInfo) -> Run:
     seed_everything(cfg.seed)  # the same initial weights in every process
     train_set = build_dataset(cfg.data, "train", cfg.seed)
     val_set = build_dataset(cfg.data, "val", cfg.seed)  # now: a bad file fails before training
-    model = speed.prepare(Segmentor(cfg.model, len(train_set.classes)).to(device), cfg.train)
-    if world > 1 and cfg.train.sync_bn:
-        model = distributed.convert_sync_batchnorm(model, device)
-    optimizer = step.make_optimizer(model, cfg.train)
-    scaler = speed.grad_scaler(cfg.train, device)
+    model, optimizer, scaler = step.build_model(cfg, len(train_set.classes), device, world)
     return Run(cfg, run_dir, info, device, train_set, val_set, model, optimizer, scaler)
 
 
