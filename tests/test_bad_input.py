@@ -265,6 +265,11 @@ def test_skipped_checkpoints_are_warned_on_stderr_and_in_the_log(tmp_path, capsy
     lines = (run_dir / "log.jsonl").read_text().splitlines()
     logged = [r.get("iteration") for r in map(json.loads, lines)]
     assert logged[:3] == [1, 2, None]  # the first attempt's lines are kept
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(run_dir / "tb"))
+    events.Reload()  # TensorBoard drops the first attempt's points: each step shows once
+    assert [e.step for e in events.Scalars("train/loss")] == [1, 2, 3, 4]
 
 
 # --- 8. danet eval --split train -----------------------------------------------------------

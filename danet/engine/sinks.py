@@ -73,7 +73,8 @@ class Sinks:
 
 
 def _board(run_dir: Path, start: int):
-    """TensorBoard's writer; a resumed run drops events past its checkpoint."""
+    """TensorBoard's writer. Events past the checkpoint it resumes from (all of them when it
+    restarts from 0 because no checkpoint was readable) are dropped, so no step shows twice."""
     from torch.utils.tensorboard import SummaryWriter
 
-    return SummaryWriter(log_dir=str(run_dir / "tb"), purge_step=start + 1 if start else None)
+    return SummaryWriter(log_dir=str(run_dir / "tb"), purge_step=start + 1)
