@@ -353,7 +353,8 @@ class Bench:
                     "reference", s.name, variant=name, **common, peak_memory_mb=self.peak_mb(),
                     images_per_s=cfg.train.batch_size / step_s[name],
                     note="mmseg DANet R50-D8 512x1024 on a V100: 7.4 GB to train, 2.66 fps "
-                    "inference (REFERENCE.md section 2); inference rows below: 1024x2048",
+                    "inference (model zoo, configs/danet; docs/reference.md, section 2); "
+                    "inference rows below: 1024x2048",
                 )  # fmt: skip
 
         if "danet" in variant_names and IDENTITY in variant_names:
@@ -530,7 +531,7 @@ TABLES = [
 
 
 def to_markdown(df, device: str) -> str:
-    """The tables the README carries: ceiling, training, inference, options, data, targets."""
+    """The tables docs/speed.md carries: ceiling, training, inference, options, data, targets."""
     settings = [f"{n}: {SETTINGS[n].about}" for n in dict.fromkeys(df.setting) if n in SETTINGS]
     out = [
         f"Device: {device}. One process; medians of per-step times. Settings: "

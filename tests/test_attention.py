@@ -1,4 +1,5 @@
-"""PAM and CAM against a direct float64 transcription of REFERENCE.md section 1."""
+"""PAM and CAM against a direct float64 transcription of the official code (DANet tag v0.5.0,
+encoding/nn/attention.py; docs/reference.md, section 1)."""
 
 import pytest
 import torch

@@ -175,7 +175,7 @@ def test_loading_reproduces_every_tensor(files, source, fresh, variant):
 
 
 def test_head_has_the_published_size(fresh):
-    """DANet's head at 2048 -> 19 classes: 23.95 M parameters (REFERENCE.md section 3)."""
+    """DANet's head at 2048 -> 19 classes: 23.95 M parameters (docs/reference.md, section 3)."""
     assert abs(sum(p.numel() for p in fresh.head.parameters()) / 1e6 - 23.95) < 0.01
 
 

@@ -137,7 +137,7 @@ def test_official_danet_head_state_dict_loads_strictly():
     official = _official_head_state()
     head.load_state_dict(official, strict=True)
     assert torch.equal(head.sa.query_conv.weight, official["sa.query_conv.weight"])  # a copy
-    # published size of the DANet head (REFERENCE.md section 3): 23.95 M parameters
+    # published size of the DANet head (docs/reference.md, section 3): 23.95 M parameters
     assert round(sum(p.numel() for p in head.parameters()) / 1e6, 2) == 23.95
 
 

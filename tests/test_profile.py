@@ -37,8 +37,9 @@ def fvcore_count(variant: str, scope: str, size: int, **opts) -> dict:
 
 
 def test_danet_head_published_params_and_macs():
-    """REFERENCE.md section 3 / OCRNet's table: DA head at 2048x128x128, 23.95 M parameters,
-    555.6 GMACs = 1111 GFLOPs (conv + bmm; BN/softmax/add excluded, they add < 0.1 %)."""
+    """docs/reference.md, section 3; the OCRNet paper's complexity table (arXiv:1909.11065):
+    DA head at 2048x128x128, 23.95 M parameters, 555.6 GMACs = 1111 GFLOPs (conv + bmm;
+    BN/softmax/add excluded, they add < 0.1 %)."""
     head = P.build("danet", "head", opts=P.count_opts("danet"), device="meta")
     assert P.params_of(head) / 1e6 == pytest.approx(23.95, rel=0.01)  # 23.9546
 
@@ -89,8 +90,9 @@ def test_pam_products_fvcore(size, impl):
 
 
 def test_nonlocal_vs_criss_cross_ccnet_claim():
-    """CCNet (REFERENCE.md section 3) at 1x512x97x97, q/k 64: Non-local +108 GFLOPs, RCCA
-    (R = 2) +16.5 GFLOPs, about 85 % fewer. FLOPs there are 2 per multiply-add.
+    """CCNet (Huang et al., ICCV 2019; docs/reference.md, section 3) at 1x512x97x97, q/k 64:
+    Non-local +108 GFLOPs, RCCA (R = 2) +16.5 GFLOPs, about 85 % fewer. FLOPs there are 2 per
+    multiply-add.
 
     - The CCNet comparison's "non-local" has q/k 64 and value 512: that is exactly our PAM
       (N^2 (64 + 512) + N 512 (64 + 64 + 512) MACs = 108.2 GFLOPs), within 1 %.

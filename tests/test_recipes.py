@@ -26,8 +26,9 @@ def _dry_run(grid: str) -> str:
 
 
 def test_table1_dry_run_matches_the_paper_recipe():
-    """REFERENCE.md section 1: crop 768, batch 8, 180 x 371 iterations, SGD 0.9 / 1e-4, head
-    lr x10, poly 0.9, lr 0.01 with one loss and 0.003 for PAM+CAM with three losses 1:1:1."""
+    """The official code at tag v0.5.0 and issue #30 (docs/reference.md, section 1): crop 768,
+    batch 8, 180 x 371 iterations, SGD 0.9 / 1e-4, head lr x10, poly 0.9, lr 0.01 with one
+    loss and 0.003 for PAM+CAM with three losses 1:1:1."""
     text = _dry_run("danet_table1_cityscapes.yaml")
     shared = dict(re.findall(r"^  ([a-z_.]+): (.*)$", text.split("per run:")[0], flags=re.M))
     assert shared["data.name"] == "cityscapes" and shared["data.crop_size"] == "768"

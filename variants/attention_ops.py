@@ -24,7 +24,8 @@ class _ChunkedAttention(torch.autograd.Function):
     """The same numbers as attention_naive with memory linear in N: queries go in chunks and
     the backward recomputes one chunk of the softmax at a time (flash-attention style; the
     recomputed chunk is bit-identical to the forward's). No library op does this on the CPU:
-    its SDPA kernels need equal query and value widths (REFERENCE.md section 4)."""
+    its SDPA kernels need equal query and value widths (torch 2.14.1; docs/reference.md,
+    section 4)."""
 
     @staticmethod
     def forward(ctx, q, k, v, chunk: int):

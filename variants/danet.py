@@ -1,12 +1,14 @@
 """DANet's position (PAM) and channel (CAM) attention, Fu et al., CVPR 2019.
 
 Paper: https://arxiv.org/abs/1809.02983. Semantics follow the official code at tag v0.5.0
-(REFERENCE.md section 1), with its parameter names so released checkpoints load:
+(github.com/junfu1115/DANet, encoding/nn/attention.py: PAM_Module, CAM_Module; restated in
+docs/reference.md, section 1), with its parameter names so released checkpoints load:
 PAM has `query_conv`, `key_conv`, `value_conv` and `gamma`; CAM has only `gamma`.
 
 Caveat: the official CAM applies softmax to rowmax(energy) - energy, i.e. softmax(-energy),
-which weights *dissimilar* channels most; the paper's text says softmax(energy). Both are
-offered (`form="official"` is the default, as it produced the published numbers).
+which weights *dissimilar* channels most; the paper's text says softmax(energy), and the
+maintainers keep the released form (DANet issues #9 and #48). Both are offered
+(`form="official"` is the default, as it produced the published numbers).
 """
 
 from __future__ import annotations

@@ -11,12 +11,14 @@ Caveats:
 - The paper's optional sub-sampling (max-pooling phi and g) is not offered; SAGAN
   (variants.sagan) is that form. The `gaussian` and `concatenation` pairwise functions are
   left out (the paper reports all four within a few tenths of a point).
-- Unlike timm's NonLocalAttn this applies no 1/sqrt(d) scaling (REFERENCE.md section 4).
+- Unlike timm's NonLocalAttn (timm 1.0.31: 1/sqrt(C) scaling, an extra conv and BN) this
+  applies no 1/sqrt(d) scaling (docs/reference.md, section 4).
 - In training mode BatchNorm needs more than one value per channel, so B * H * W >= 2; the
   segmentation head's own BN layers around this slot have the same limit. Eval mode has none.
-- `dot_product` is computed through the N x N map like `embedded_gaussian` (not re-associated
-  to theta (phi^T g) / N, which would be O(N C^2)), so the two modes cost the same and the
-  ablation compares the pairwise function alone.
+- `dot_product` with impl='naive' is computed through the N x N map like
+  `embedded_gaussian`, so the two modes cost the same; with 'auto' or 'efficient' it is
+  re-associated to (g phi^T) theta^T / N, O(N C^2) and without the map: the same sum,
+  rounded differently.
 """
 
 from __future__ import annotations

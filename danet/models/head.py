@@ -1,4 +1,6 @@
-"""The DANet head skeleton (REFERENCE.md section 1) with its attention slot from the registry.
+"""The DANet head skeleton with its attention slot from the registry. DANetHead of the
+official code at tag v0.5.0 (github.com/junfu1115/DANet, encoding/models/danet.py; restated
+in docs/reference.md, section 1).
 
 Official layout for the dual module: conv5a -> sa -> conv51 -> conv6 and conv5c -> sc ->
 conv52 -> conv7 in parallel, conv8 on the sum. The single head keeps the first branch only:

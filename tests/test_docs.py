@@ -1,0 +1,138 @@
+"""The docs stay true to the code and to the repository: the configuration table is generated,
+every relative link resolves, and nothing points at a document outside the repository."""
+
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+DOCS = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
+
+# Documents that live outside the repository, which a user of it never sees. Spelled in two
+# pieces so that this file does not match itself.
+OUTSIDE = ("REFERENCE" + ".md", "DESIGN" + ".md", "../" + "shared/", "/work" + "/shared")
+
+
+def _repository_files() -> list[Path]:
+    """Tracked files and new files git does not ignore (what the next commit would hold)."""
+    listed = subprocess.run(
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        cwd=REPO, capture_output=True, text=True, check=True,
+    ).stdout.split("\0")  # fmt: skip
+    return [REPO / name for name in listed if name and (REPO / name).is_file()]
+
+
+def test_no_file_refers_outside_the_repository():
+    files = _repository_files()
+    assert REPO / "README.md" in files and REPO / "tests" / "test_docs.py" in files
+    found = []
+    for path in files:
+        text = path.read_bytes()
+        for line_no, line in enumerate(text.splitlines(), 1):
+            found += [
+                f"{path.relative_to(REPO)}:{line_no}: {name}"
+                for name in OUTSIDE
+                if name.encode() in line
+            ]
+    assert not found, (
+        "these refer to documents outside the repository; cite the original source or "
+        "docs/reference.md instead:\n" + "\n".join(found)
+    )
+
+
+def _links(markdown: str) -> list[str]:
+    """Targets of [text](target) and ![alt](target), outside code blocks and code spans."""
+    prose = re.sub(r"^```.*?^```", "", markdown, flags=re.M | re.S)
+    prose = re.sub(r"`[^`\n]*`", "", prose)
+    return re.findall(r"!?\[[^\]]*\]\(\s*<?([^)\s>]+)>?(?:\s+\"[^\"]*\")?\s*\)", prose)
+
+
+def test_links_finds_file_and_anchor_links_but_not_code():
+    text = (
+        "[a](docs/x.md) ![b](img.png) [c](#top) [d](y.md#part)\n"
+        "`[e](no.md)`\n```\n[f](no2.md)\n```\n"
+    )
+    assert _links(text) == ["docs/x.md", "img.png", "#top", "y.md#part"]
+
+
+@pytest.mark.parametrize("doc", DOCS, ids=lambda p: str(p.relative_to(REPO)))
+def test_relative_links_point_to_files_that_exist(doc):
+    missing = []
+    for target in _links(doc.read_text()):
+        if re.match(r"[a-z][a-z0-9+.-]*:", target) or target.startswith("#"):
+            continue  # a URL, or an anchor in the same page (files only are checked)
+        path = target.split("#")[0]
+        if not (doc.parent / path).exists():
+            missing.append(target)
+    assert not missing, f"{doc.relative_to(REPO)} links to files that do not exist: {missing}"
+
+
+def test_readme_links_to_every_docs_page():
+    readme = (REPO / "README.md").read_text()
+    unlinked = [p.name for p in DOCS[1:] if f"(docs/{p.name}" not in readme]
+    assert not unlinked, f"README.md does not link to {unlinked}"
+
+
+def _block(text: str, marker: str) -> str:
+    assert f"<!-- {marker} -->\n" in text, f"no <!-- {marker} --> block"
+    return text.split(f"<!-- {marker} -->\n")[1].split(f"\n<!-- /{marker} -->")[0]
+
+
+def test_configuration_table_is_generated_from_the_config():
+    from danet.config_doc import config_table
+
+    block = _block((REPO / "docs" / "configuration.md").read_text(), "config-table")
+    assert block == config_table(), (
+        "docs/configuration.md is stale: paste the output of python -m danet.config_doc "
+        "between its config-table markers"
+    )
+
+
+def test_configuration_table_has_every_key_with_its_default_and_comment():
+    from danet import config as C
+    from danet.config_doc import config_table
+
+    table = config_table()
+    keys = re.findall(r"^\| `([a-z_.]+)` \|", table, flags=re.M)
+    assert keys == list(C.flat_keys())
+    row = next(line for line in table.splitlines() if "`train.keep_freed_memory`" in line)
+    assert row == (
+        "| `train.keep_freed_memory` | `bool` | `true` "
+        "| glibc: reuse freed blocks, do not refault them (exact) |"
+    )
+    row = next(line for line in table.splitlines() if "`data.base_size`" in line)
+    assert "| `int \\| tuple[int, int]` | `0` | training rescale reference: long side" in row
+
+
+def test_field_comments_reads_trailing_then_leading_comments():
+    from danet.config_doc import field_comments
+
+    source = """
+@dataclass
+class Part:
+    a: int = 1  # trailing
+    # first line
+    # second line
+    b: str = "x"  # wins over the lines above
+    # above only,
+    # in two lines
+    c: tuple[int, ...] = (
+        1,
+        2,
+    )  # on the last line
+
+    d: bool = True
+    s: str = "# not a comment"
+"""
+    assert field_comments(source) == {
+        ("Part", "a"): "trailing",
+        ("Part", "b"): "wins over the lines above",
+        ("Part", "c"): "on the last line",
+        ("Part", "d"): "",
+        ("Part", "s"): "",
+    }
+    assert field_comments(source.replace("  # on the last line", ""))[("Part", "c")] == (
+        "above only, in two lines"
+    )
