@@ -60,10 +60,9 @@ def test_every_recipe_expands_and_states_its_source(grid, tmp_path):
 
 
 def test_mmseg_recipes_follow_the_model_zoo_settings(tmp_path):
-    for k, iters in (("40k", 40000), ("80k", 80000)):
-        specs = expand(
-            load_grid(EXPERIMENTS / f"danet_d8_4xb2-{k}_cityscapes-512x1024.yaml"), tmp_path
-        )
+    grid = load_grid(EXPERIMENTS / "danet_d8_4xb2_cityscapes-512x1024.yaml")
+    for iters, overrides in ((80000, []), (40000, ["train.iterations=40000"])):
+        specs = expand(grid, tmp_path, overrides)
         assert [s.cfg.model.backbone for s in specs] == ["resnet50c", "resnet101c"]
         cfg = specs[0].cfg
         assert cfg.data.crop_size == (512, 1024) and cfg.data.base_size == (2048, 1024)
