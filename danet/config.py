@@ -23,19 +23,19 @@ class DataConfig:
     name: str = "synthetic"  # the built-in procedural dataset, or a downloaded one (README)
     root: str = ""  # a downloaded dataset's folder; empty: data/<name>
     train_split: str = "train"  # voc: train | trainaug (with SBD) | trainval
-    val_split: str = "val"
+    val_split: str = "val"  # the split evaluated at the end of training
     setting: str = "context"  # synthetic only. context: pairs told apart by distant cues; local
     image_size: int = 176  # synthetic: larger than the default backbone's receptive field
     train_size: int = 1600  # synthetic: images are generated on the fly from (seed, split, index)
-    val_size: int = 200
+    val_size: int = 200  # synthetic: validation images
     data_seed: int = 0  # synthetic: fixed across run seeds, so seeds vary only training
     # training rescale reference: long side (official), or (long, short) as mmseg's keep-ratio
     # scale; each is multiplied by a random factor in scale_range. 0: the image's own size
     base_size: int | tuple[int, int] = 0
     crop_size: int | tuple[int, int] = 176  # one side, or (height, width)
     scale_range: tuple[float, float] = (0.9, 1.1)  # random rescale before the crop
-    flip: bool = True
-    num_workers: int = 0  # DataLoader worker processes (README, Speed: measured by danet bench)
+    flip: bool = True  # random horizontal flip in training
+    num_workers: int = 0  # DataLoader worker processes (docs/speed.md: measured by danet bench)
     pin_memory: bool = True  # page-locked batches for the copy to a GPU (CUDA only)
     persistent_workers: bool = True  # keep workers (and their caches) between loader passes
 
@@ -56,18 +56,18 @@ class TrainConfig:
     iterations: int = 1200  # the built-in dataset on a CPU: about 2 minutes (README)
     batch_size: int = 4  # total per optimizer step
     lr: float = 0.01  # backbone lr; the head gets lr * head_lr_mult (DANet: x10)
-    head_lr_mult: float = 10.0
-    momentum: float = 0.9
-    weight_decay: float = 1e-4
+    head_lr_mult: float = 10.0  # DANet's official code: the head learns 10x faster
+    momentum: float = 0.9  # SGD momentum (official code and mmseg)
+    weight_decay: float = 1e-4  # official code 1e-4; mmseg's recipes 5e-4
     poly_power: float = 0.9  # lr = base * (1 - it / iterations) ** power, per iteration
     loss_weights: tuple[float, ...] = (1.0, 1.0, 1.0)  # main (fused), then per-branch outputs
-    checkpoint_every: int = 100
-    log_every: int = 10
+    checkpoint_every: int = 100  # iterations between checkpoints (the newest two are kept)
+    log_every: int = 10  # iterations between log.jsonl / TensorBoard records
     threads: int = 0  # torch intra-op threads; 0 leaves torch's default
     device: str = "auto"  # auto: cuda when available, else cpu
     sync_bn: bool = True  # SyncBatchNorm when training on more than one process (DANet: yes)
     tensorboard: bool = True  # event files in RUN_DIR/tb: `tensorboard --logdir runs/`
-    # Speed options (README, Speed). Off by default, as each changes the numbers a little:
+    # Speed options (docs/speed.md). Off by default, as each changes the numbers a little:
     channels_last: bool = False  # NHWC convolutions
     amp: str = "off"  # off | bf16 | fp16 (CUDA, with a grad scaler): mixed precision
     compile: bool = False  # torch.compile the model (minutes of compilation first)

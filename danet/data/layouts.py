@@ -2,7 +2,7 @@
 
 `list_samples(name, root, split)` returns (image, label) path pairs for one split, after
 checking the tree: a missing folder, split list or label file is a DanetError naming the
-path. Layouts are those of the official downloads (README, "Datasets"):
+path. Layouts are those of the official downloads (docs/datasets.md):
 
   cityscapes  leftImg8bit/{split}/{city}/*_leftImg8bit.png, gtFine/.../*_gtFine_labelIds.png
   voc         VOCdevkit/VOC2012/{JPEGImages,SegmentationClass,ImageSets/Segmentation};
@@ -66,7 +66,7 @@ LAYOUTS: dict[str, Layout] = {
 
 def _need(path: Path, what: str) -> Path:
     if not path.exists():
-        raise DanetError(f"{path}: missing ({what}); check data.root and the README's 'Datasets'")
+        raise DanetError(f"{path}: missing ({what}); check data.root and docs/datasets.md")
     return path
 
 

@@ -4,7 +4,7 @@ keep_freed_memory and the DataLoader's data.num_workers, pin_memory, persistent_
 
 Exact options (bit-identical numbers in a deterministic fp32 run, tests/test_speed.py): the
 DataLoader's and keep_freed_memory. Not exact: channels_last and compile (other kernels,
-other rounding) and amp; their effect is measured by `danet bench` and stated in the README.
+other rounding) and amp; their effect is measured by `danet bench` and stated in docs/speed.md.
 """
 
 from __future__ import annotations

@@ -231,7 +231,7 @@ def finish(r: Run, train_time: float, sinks: Sinks) -> dict:
 
 
 def record(r: Run, by_mode: dict[str, dict], train_time: float, eval_time: float) -> dict:
-    """result.json (schema 1, README: Run directory): what ran, its metrics, its provenance."""
+    """result.json (schema 1, docs/result-schema.md): what ran, its metrics, its provenance."""
     cfg, world = r.cfg, r.info.world_size
     memory, memory_kind = step.peak_memory_mb(r.device)
     return {
@@ -247,7 +247,7 @@ def record(r: Run, by_mode: dict[str, dict], train_time: float, eval_time: float
         "pretrained": pretrained_record(cfg.model.pretrained),
         "world_size": world, "batch_per_process": cfg.train.batch_size // world,
         "sync_bn": world > 1 and cfg.train.sync_bn,
-        "speed": speed.record(cfg, r.device),  # the speed options in effect (README, Speed)
+        "speed": speed.record(cfg, r.device),  # the speed options in effect (docs/speed.md)
         "train_time_s": train_time, "eval_time_s": eval_time,
         "peak_memory_mb": memory, "peak_memory_kind": memory_kind,  # of rank 0's process
         "versions": versions(),
