@@ -156,8 +156,10 @@ def test_queued_runs_use_the_code_of_their_submission(slurm_cluster, tmp_path):
     assert out.returncode == 0, out.stdout + out.stderr
     # edit the code right after submission: the queued runs must not see it
     train = clone / "danet" / "engine" / "train.py"
-    train.write_text('raise RuntimeError("edited after submission")\n' + train.read_text())
-    assert _sweep(tmp_path, grid, "--no-wait", cwd=clone).returncode != 0
+    train.write_text(train.read_text() + '\nraise RuntimeError("edited after submission")\n')
+    edited = subprocess.run([sys.executable, "-c", "import danet.engine.train"], cwd=clone,
+                            capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert "edited after submission" in edited.stderr  # the clone's own code is broken now
     sweep = tmp_path / "runs" / "snap"
     _wait_for(lambda: len(list(sweep.glob("*/result.json"))) == 3, 300, "the three runs")
     head = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=clone)
