@@ -138,6 +138,22 @@ def test_make_sweep_local_twice_with_the_default_runs_folder(clone):
     again = _make(clone, "sweep", f"GRID={grid}").stdout
     assert "4 runs: 4 done, 0 to run" in again and "  start " not in again, again
 
+    # Before run paths were absolute, a Slurm sweep with the default runs folder wrote its
+    # runs to runs/<sweep>/.code/<stamp>/runs/<sweep>/<run_id>/: status points them out and
+    # the next sweep moves them back, training nothing.
+    sweep = clone / "runs" / "tiny"
+    stranded = sweep / ".code" / "20261203-101010-0123abcd" / "runs" / "tiny"
+    stranded.mkdir(parents=True)
+    moved = sorted(p for p in sweep.iterdir() if not p.name.startswith("."))[:2]
+    for run in moved:
+        run.rename(stranded / run.name)
+    status = _make(clone, "status", f"GRID={grid}")
+    assert "2 done" in status.stdout and "2 runs of this sweep lie inside" in status.stderr
+    third = _make(clone, "sweep", f"GRID={grid}").stdout
+    assert "moved 2 run folders" in third and "4 runs: 4 done, 0 to run" in third, third
+    assert all((run / "result.json").is_file() for run in moved)
+    _check_done_once(clone, "tiny")
+
 
 @pytest.mark.slurm
 def test_make_sweep_on_slurm_twice_with_the_default_runs_folder(slurm_cluster, clone):
@@ -151,22 +167,3 @@ def test_make_sweep_on_slurm_twice_with_the_default_runs_folder(slurm_cluster, c
         assert Path(result["code_dir"]).parent == clone / "runs" / "tiny" / ".code"
     again = _make(clone, "sweep", f"GRID={grid}", "CLUSTER=slurm").stdout
     assert "4 runs: 4 done, 0 to run" in again and "submitted" not in again, again
-
-
-def test_runs_an_older_version_wrote_inside_a_snapshot_are_moved_back(clone):
-    """Before run paths were absolute, a Slurm sweep with the default runs folder wrote its
-    runs to runs/<sweep>/.code/<stamp>/runs/<sweep>/<run_id>/; the next sweep moves them."""
-    grid = _grid(clone.parent)
-    _make(clone, "sweep", f"GRID={grid}")
-    sweep = clone / "runs" / "tiny"
-    stranded = sweep / ".code" / "20261203-101010-0123abcd" / "runs" / "tiny"
-    stranded.mkdir(parents=True)
-    moved = sorted(p for p in sweep.iterdir() if not p.name.startswith("."))[:2]
-    for run in moved:
-        run.rename(stranded / run.name)
-    status = _make(clone, "status", f"GRID={grid}")
-    assert "2 done" in status.stdout and "2 runs of this sweep lie inside" in status.stderr
-    again = _make(clone, "sweep", f"GRID={grid}").stdout
-    assert "moved 2 run folders" in again and "4 runs: 4 done, 0 to run" in again, again
-    assert all((run / "result.json").is_file() for run in moved)
-    _check_done_once(clone, "tiny")
