@@ -125,7 +125,7 @@ def coerce(key: str, value: Any, tp: Any, source: str) -> Any:
     origin = typing.get_origin(tp)
 
     def bad() -> DanetError:
-        return DanetError(f"{source}: '{key}' must be {_type_name(tp)}, got {value!r}")
+        return DanetError(f"{source}: '{key}' must be {type_name(tp)}, got {value!r}")
 
     if origin in (typing.Union, types.UnionType):  # e.g. int | tuple[int, int]
         for member in typing.get_args(tp):
@@ -165,17 +165,15 @@ def coerce(key: str, value: Any, tp: Any, source: str) -> Any:
         if isinstance(value, bool) or not isinstance(value, int):
             raise bad()
         return value
-    if tp is str:
-        if not isinstance(value, str):
-            raise bad()
-        return value
+    if isinstance(tp, type) and not isinstance(value, tp):  # str, None, any other class
+        raise bad()
     return value
 
 
-def _type_name(tp: Any) -> str:
+def type_name(tp: Any) -> str:
     origin = typing.get_origin(tp)
     if origin in (typing.Union, types.UnionType):
-        return " or ".join(_type_name(m) for m in typing.get_args(tp))
+        return " or ".join(type_name(m) for m in typing.get_args(tp))
     if origin in (tuple, list):
         n = len(typing.get_args(tp))
         return (
@@ -185,9 +183,8 @@ def _type_name(tp: Any) -> str:
         )
     if origin is dict:
         return "a mapping"
-    return {int: "an integer", float: "a number", bool: "true or false", str: "a string"}.get(
-        tp, str(tp)
-    )
+    names = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}
+    return "null" if tp is type(None) else names.get(tp, getattr(tp, "__name__", str(tp)))
 
 
 def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:

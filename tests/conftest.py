@@ -78,3 +78,15 @@ def slurm_cluster(tmp_path_factory):
         os.environ.pop("SLURM_CONF", None)
     else:
         os.environ["SLURM_CONF"] = old
+
+
+def wait_for(predicate, timeout: float, what: str, poll: float = 0.5) -> None:
+    """Poll `predicate` until it is true; fail naming `what` after `timeout` seconds."""
+    import time
+
+    end = time.time() + timeout
+    while time.time() < end:
+        if predicate():
+            return
+        time.sleep(poll)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pandas as pd
@@ -15,6 +14,8 @@ import yaml
 
 from danet import config as C
 from danet.engine.train import run
+
+from .conftest import wait_for
 
 pytestmark = pytest.mark.slurm
 REPO = Path(__file__).parent.parent
@@ -50,15 +51,6 @@ def _sweep(tmp_path: Path, grid: Path, *extra: str, cwd: Path = REPO):
         tmp_path, "sweep", str(grid), "--runs-root", str(tmp_path / "runs"),
         "--reports", str(tmp_path / "reports"), *extra, cwd=cwd,
     )  # fmt: skip
-
-
-def _wait_for(predicate, timeout: float, what: str) -> None:
-    end = time.time() + timeout
-    while time.time() < end:
-        if predicate():
-            return
-        time.sleep(1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def _head() -> str:
@@ -110,11 +102,11 @@ def test_preempted_job_checkpoints_requeues_and_finishes_as_if_uninterrupted(
             return 0
         return max([json.loads(x).get("iteration", 0) for x in lines] or [0])
 
-    _wait_for(lambda: iteration() >= 5, 180, "training to start")
+    wait_for(lambda: iteration() >= 5, 180, "training to start")
     job_id = json.loads((run_dir / "job.json").read_text())["job_id"]
     # what Slurm sends signal_delay_s before a time limit, or on preemption
     subprocess.run(["scancel", "--signal=USR2", job_id], check=True)
-    _wait_for(lambda: (run_dir / "result.json").exists(), 300, "the requeued job to finish")
+    wait_for(lambda: (run_dir / "result.json").exists(), 300, "the requeued job to finish")
     events = [json.loads(x) for x in (run_dir / "log.jsonl").read_text().splitlines()]
     resumes = [e["iteration"] for e in events if e.get("event") == "resume"]
     # checkpoint_every is 1000: the only checkpoint is the one saved on USR2
@@ -161,7 +153,7 @@ def test_queued_runs_use_the_code_of_their_submission(slurm_cluster, tmp_path):
                             capture_output=True, text=True, timeout=120)  # fmt: skip
     assert "edited after submission" in edited.stderr  # the clone's own code is broken now
     sweep = tmp_path / "runs" / "snap"
-    _wait_for(lambda: len(list(sweep.glob("*/result.json"))) == 3, 300, "the three runs")
+    wait_for(lambda: len(list(sweep.glob("*/result.json"))) == 3, 300, "the three runs")
     head = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=clone)
     for path in sweep.glob("*/result.json"):
         result = json.loads(path.read_text())

@@ -13,7 +13,6 @@ import json
 import re
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
@@ -26,6 +25,8 @@ from danet.errors import DanetError
 from slurm.grid import Launcher
 from slurm.launch import max_array_size
 from slurm.status import parse_squeue, run_state, slurm_queue
+
+from .conftest import wait_for
 
 pytestmark = pytest.mark.slurm
 REPO = Path(__file__).parent.parent
@@ -55,15 +56,6 @@ def _jobs(name: str) -> dict[str, str]:
         capture_output=True, text=True, timeout=30, check=True,
     )  # fmt: skip
     return parse_squeue(out.stdout)
-
-
-def _wait_for(predicate: Callable[[], object], timeout: float, what: str) -> None:
-    end = time.time() + timeout
-    while time.time() < end:
-        if predicate():
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
 def _events(run_dir: Path) -> list[dict]:
@@ -136,7 +128,7 @@ def sweep(slurm_cluster, tmp_path) -> Iterator[Callable[..., tuple[Path, Path]]]
     for name in names:
         subprocess.run(["scancel", f"--name={name}"], capture_output=True, timeout=30)
     for name in names:
-        _wait_for(lambda n=name: not _jobs(n), 60, f"the jobs of {name} to end")
+        wait_for(lambda n=name: not _jobs(n), 60, f"the jobs of {name} to end")
 
 
 def _submit(grid: Path, runs: int) -> list[Path]:
@@ -145,7 +137,7 @@ def _submit(grid: Path, runs: int) -> list[Path]:
     assert out.returncode == 0, out.stdout + out.stderr
     run_dirs = sorted(p.parent for p in (grid.parent / "runs").glob("*/*/job.json"))
     assert len(run_dirs) == runs
-    _wait_for(lambda: all(_iteration(r) >= 5 for r in run_dirs), 180, "training to start")
+    wait_for(lambda: all(_iteration(r) >= 5 for r in run_dirs), 180, "training to start")
     return run_dirs
 
 
@@ -235,19 +227,19 @@ def test_usr2_to_the_job_checkpoints_requeues_and_resumes(sweep):
             "requeued"
         )
 
-    _wait_for(requeued_and_pending, 60, "squeue PENDING and state requeued")
+    wait_for(requeued_and_pending, 60, "squeue PENDING and state requeued")
     # held, it stays PENDING (requeued jobs wait cred_expire, 10 s here, before they may start)
     subprocess.run(["scontrol", "hold", job["job_id"]], check=True, timeout=30)
     state, progress, resumes = _status(sweep_dir)[run_dir.name][:3]
     assert (state, resumes) == ("requeued", "0") and int(progress.split("/")[0]) >= 5
     assert _jobs("ctl-usr2") == {job["job_id"]: "PENDING"}
     subprocess.run(["scontrol", "release", job["job_id"]], check=True, timeout=30)
-    _wait_for(lambda: _resumes(run_dir), 120, "the job to resume")
+    wait_for(lambda: _resumes(run_dir), 120, "the job to resume")
     (resumed,) = _resumes(run_dir)
     # checkpoint_every is 1000: the one checkpoint is the one the USR2 handler saved
     assert resumed >= 5 and (run_dir / "ckpt" / f"iter_{resumed:07d}.pt").is_file()
     assert "Requeued job" in Path(job["stdout"]).read_text()
-    _wait_for(lambda: run_state(run_dir).state == "running", 60, "state running again")
+    wait_for(lambda: run_state(run_dir).state == "running", 60, "state running again")
 
 
 def test_usr2_to_the_batch_shell_kills_the_job(sweep):
@@ -257,7 +249,7 @@ def test_usr2_to_the_batch_shell_kills_the_job(sweep):
     (run_dir,) = _submit(grid, 1)
     job = _job(run_dir)
     subprocess.run(["scancel", "--signal=USR2", "--batch", job["job_id"]], check=True, timeout=30)
-    _wait_for(lambda: not _jobs("ctl-batch"), 60, "the job to leave the queue")
+    wait_for(lambda: not _jobs("ctl-batch"), 60, "the job to leave the queue")
     assert not _resumes(run_dir) and not list((run_dir / "ckpt").glob("iter_*.pt"))
     assert all("SIGUSR2" not in Path(job[k]).read_text() for k in ("stdout", "stderr"))
     assert run_state(run_dir).state == "stopped"
@@ -269,15 +261,15 @@ def test_scontrol_requeue_restarts_from_the_newest_checkpoint(sweep):
     grid, _ = sweep("ctl-requeue", {"seed": [0]}, checkpoint_every=10)
     (run_dir,) = _submit(grid, 1)
     job_id = _job(run_dir)["job_id"]
-    _wait_for(lambda: _iteration(run_dir) >= 15, 120, "a checkpoint")
+    wait_for(lambda: _iteration(run_dir) >= 15, 120, "a checkpoint")
     subprocess.run(["scontrol", "requeue", job_id], check=True, timeout=30)
-    _wait_for(lambda: _resumes(run_dir), 120, "the job to resume")
+    wait_for(lambda: _resumes(run_dir), 120, "the job to resume")
     (first,) = _resumes(run_dir)
     # trained on until SIGKILL, then resumed from the newest checkpoint (a multiple of 10; the
     # one before it if SIGKILL came while it was written)
     before = _trained_before_resume(run_dir)
     assert first % 10 == 0 and first >= 10 and before - 20 < first <= before
-    _wait_for(lambda: run_state(run_dir).state == "running", 60, "state running again")
+    wait_for(lambda: run_state(run_dir).state == "running", 60, "state running again")
 
 
 def test_cancel_one_run_resubmit_it_then_cancel_the_whole_sweep(sweep):
@@ -286,10 +278,10 @@ def test_cancel_one_run_resubmit_it_then_cancel_the_whole_sweep(sweep):
     --name=SWEEP` stops every job of the sweep, over all its arrays."""
     grid, sweep_dir = sweep("ctl-cancel", {"seed": [0, 1]}, checkpoint_every=10)
     kept, cancelled = _submit(grid, 2)
-    _wait_for(lambda: _iteration(cancelled) >= 10, 120, "a checkpoint")
+    wait_for(lambda: _iteration(cancelled) >= 10, 120, "a checkpoint")
     first_job = _job(cancelled)["job_id"]
     subprocess.run(["scancel", first_job], check=True, timeout=30)
-    _wait_for(lambda: first_job not in _jobs("ctl-cancel"), 60, "the run's job to end")
+    wait_for(lambda: first_job not in _jobs("ctl-cancel"), 60, "the run's job to end")
     states = _status(sweep_dir)
     assert (states[kept.name][0], states[cancelled.name][0]) == ("running", "stopped")
 
@@ -298,11 +290,11 @@ def test_cancel_one_run_resubmit_it_then_cancel_the_whole_sweep(sweep):
     assert "2 runs: 0 done, 1 to run, 1 already queued or running" in out.stdout
     second_job = _job(cancelled)["job_id"]
     assert second_job.split("_")[0] != first_job.split("_")[0]  # a new job
-    _wait_for(lambda: _resumes(cancelled), 120, "the resubmitted run to resume")
+    wait_for(lambda: _resumes(cancelled), 120, "the resubmitted run to resume")
     assert _resumes(cancelled)[0] % 10 == 0 and _resumes(cancelled)[0] >= 10
 
     subprocess.run(["scancel", "--name=ctl-cancel"], check=True, timeout=30)
-    _wait_for(lambda: not _jobs("ctl-cancel"), 60, "every job of the sweep to end")
+    wait_for(lambda: not _jobs("ctl-cancel"), 60, "every job of the sweep to end")
     assert {run_state(r).state for r in (kept, cancelled)} == {"stopped"}
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import inspect
 import math
-import types
 import typing
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -18,6 +17,7 @@ from typing import Any
 
 from torch import nn
 
+from danet.config import coerce, type_name
 from danet.errors import DanetError, did_you_mean, unknown_choice
 from variants.ccnet import CrissCross
 from variants.danet import CAM, PAM, DualAttention
@@ -178,9 +178,6 @@ RANGES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "momentum": (lambda v: 0 <= v <= 1, "a number in [0, 1]"),  # EMA's moving average of bases
     "beta": (math.isfinite, "a finite number"),  # ECA's offset in its kernel-size formula
 }
-_TYPE_NAMES = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}
-
-
 def _option_types(name: str) -> dict[str, Any]:
     """Option -> its type: the constructor's annotation, else its default's type (Any)."""
     factory = info(name).factory
@@ -191,34 +188,6 @@ def _option_types(name: str) -> dict[str, Any]:
     }
 
 
-def _typed(value: Any, tp: Any) -> tuple[bool, Any]:
-    """(whether value is of type tp, the value as that type); YAML's 1e-3 is a string."""
-    if typing.get_origin(tp) in (typing.Union, types.UnionType):
-        for member in typing.get_args(tp):
-            ok, typed = _typed(value, member)
-            if ok:
-                return True, typed
-        return False, value
-    if tp is type(None):
-        return value is None, value
-    if tp is float and isinstance(value, str):
-        try:
-            return True, float(value)
-        except ValueError:
-            return False, value
-    if tp in (int, float) and isinstance(value, bool):
-        return False, value
-    if tp is float:
-        return isinstance(value, (int, float)), value
-    return (tp is Any or not isinstance(tp, type) or isinstance(value, tp)), value
-
-
-def _type_name(tp: Any) -> str:
-    if typing.get_origin(tp) in (typing.Union, types.UnionType):
-        return " or ".join(_type_name(m) for m in typing.get_args(tp))
-    return "null" if tp is type(None) else _TYPE_NAMES.get(tp, getattr(tp, "__name__", str(tp)))
-
-
 def check_options(name: str, opts: dict[str, Any]) -> dict[str, Any]:
     """The options of variant `name`, checked (names, types, ranges) and typed; a DanetError
     names the variant, the option, the value and what is valid."""
@@ -227,8 +196,11 @@ def check_options(name: str, opts: dict[str, Any]) -> dict[str, Any]:
     for key, value in opts.items():
         if key not in types_:
             raise _unknown_option(name, key, types_)
-        ok, value = _typed(value, types_[key])
-        what = _type_name(types_[key])
+        what = type_name(types_[key])
+        try:  # the config's own type check (YAML's 1e-3 is a string, true is no number)
+            value, ok = coerce(key, value, types_[key], name), True
+        except DanetError:
+            ok = False
         if ok and isinstance(value, (int, float)) and not isinstance(value, bool):
             positive = "a positive number" if "number" in what else "a positive integer"
             valid, what = RANGES.get(key, (lambda v: v > 0 and math.isfinite(v), positive))
