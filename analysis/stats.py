@@ -37,6 +37,17 @@ def group_keys(df: pd.DataFrame, group: Sequence[str] = GROUP) -> list[str]:
     return [g for g in group if g in df.columns]
 
 
+def mean_ci(values: Sequence[float], level: float = LEVEL) -> tuple[float, float, float]:
+    """(mean, low, high): the t-interval of one variant's mean over its runs (seeds); low and
+    high NaN for fewer than two runs."""
+    x = np.asarray(values, dtype=float)
+    mean = float(x.mean()) if x.size else float("nan")
+    if x.size < 2:
+        return mean, float("nan"), float("nan")
+    half = _st.t.ppf((1 + level) / 2, x.size - 1) * x.std(ddof=1) / np.sqrt(x.size)
+    return mean, float(mean - half), float(mean + half)
+
+
 def paired_t_ci(diffs: Sequence[float], level: float = LEVEL) -> tuple[float, float, float]:
     """(mean, low, high) of the t-interval on paired differences; low/high NaN for n < 2."""
     d = np.asarray(diffs, dtype=float)
