@@ -30,8 +30,8 @@ test: $(STAMP)  ## lint, then the test suite (what .ci/run calls)
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q
 
-tables: $(STAMP)  ## markdown, LaTeX and CSV tables (mean ± std, Δ with 95 % CI) from runs/
-	$(BIN)/danet tables runs --out reports/tables --profile reports/profile.csv
+tables: $(STAMP)  ## markdown, LaTeX and CSV tables (mIoU and Δ with 95 % CIs, verdicts, cost) from runs/
+	$(BIN)/danet tables runs --out reports/tables
 
 plots: $(STAMP)  ## seaborn figures (PNG and SVG) from runs/ and reports/profile.csv
 	$(BIN)/danet plots runs --out reports/plots --profile reports/profile.csv

@@ -41,6 +41,7 @@ from danet import config as C
 from danet.data import build_dataset
 from danet.data.sampler import seed_from
 from danet.engine import distributed, speed
+from danet.engine.cost import flopcounter_flops, peak_memory_mb
 from danet.engine.inference import predict
 from danet.engine.step import build_model, pick_device, train_loader, train_step
 from danet.models import Segmentor
@@ -228,7 +229,7 @@ def matmul_ceiling(device: torch.device, n: int = 0) -> list[dict[str, Any]]:
 
 def forward_gflops(cfg: C.Config, num_classes: int) -> float:
     """FlopCounterMode's forward GFLOPs of one batch, on the meta device (as danet profile)."""
-    from analysis.profile import count_opts, flopcounter_flops
+    from analysis.profile import count_opts
 
     opts = {**cfg.model.variant_opts, **count_opts(cfg.model.variant)}
     model_cfg = dataclasses.replace(cfg.model, variant_opts=opts, pretrained="")
@@ -326,19 +327,18 @@ class Bench:
             vcfg = variant_config(cfg, name)
             gflops = forward_gflops(vcfg, k)
             self.log(f"[bench] {s.name}: train {name} ({gflops:.1f} forward GFLOPs a batch)")
-            if self.device.type == "cuda":
-                torch.cuda.reset_peak_memory_stats(self.device)
             trainer = Trainer(vcfg, self.device, train_set)
             for _ in range(s.warmup):
                 trainer.step()
             times = [timed(trainer.step, self.device) for _ in range(s.steps)]
             step_s[name] = median(times)
+            memory = self.peak_mb(trainer)
             achieved = 3 * gflops / step_s[name]
             self.add(
                 "train", s.name, variant=name, **common, steps=len(times),
                 step_ms=1e3 * step_s[name], images_per_s=cfg.train.batch_size / step_s[name],
                 forward_gflops=gflops, achieved_gflops=achieved,
-                fraction_of_fp32=achieved / ceiling, peak_memory_mb=self.peak_mb(),
+                fraction_of_fp32=achieved / ceiling, peak_memory_mb=memory,
             )  # fmt: skip
             del trainer
             if name == "danet" and s.name.startswith("r50"):
@@ -350,7 +350,7 @@ class Bench:
                 )  # fmt: skip
             if name == "danet" and s.name == "r50-d8-cityscapes":  # mmseg's V100 figures
                 self.add(
-                    "reference", s.name, variant=name, **common, peak_memory_mb=self.peak_mb(),
+                    "reference", s.name, variant=name, **common, peak_memory_mb=memory,
                     images_per_s=cfg.train.batch_size / step_s[name],
                     note="mmseg DANet R50-D8 512x1024 on a V100: 7.4 GB to train, 2.66 fps "
                     "inference (model zoo, configs/danet; docs/reference.md, section 2); "
@@ -366,10 +366,10 @@ class Bench:
             if name in s.options:
                 self.option(s, OPTIONS[name], cfg, train_set, common)
 
-    def peak_mb(self) -> float:
-        if self.device.type == "cuda":
-            return torch.cuda.max_memory_allocated(self.device) / 2**20
-        return float("nan")  # a process-wide peak would not separate one variant from another
+    def peak_mb(self, trainer: Trainer) -> float:
+        """One more training step's peak tensor memory (model, gradients, optimiser state,
+        batch and activations), as a run records it in result.json's cost."""
+        return peak_memory_mb(trainer.step, self.device, trainer.model, trainer.optimizer)[0]
 
     def attention_overhead(self, s: Setting, cfg: C.Config, train_set, common: dict) -> None:
         """danet against the same head with the identity in both branches, side by side."""

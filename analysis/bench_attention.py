@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 import variants
+from danet.engine.cost import peak_memory_mb
 
 
 def open_gates(module: nn.Module) -> nn.Module:
@@ -29,27 +30,6 @@ def open_gates(module: nn.Module) -> nn.Module:
             if p.shape == (1,):
                 p.fill_(0.5)
     return module
-
-
-def peak_memory_mb(module: nn.Module, x: torch.Tensor, step) -> float:
-    """Peak tensor memory (MiB) of step() beyond `module`'s parameters and `x`."""
-    if x.is_cuda:
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
-        base = torch.cuda.memory_allocated()
-        step()
-        torch.cuda.synchronize()
-        return (torch.cuda.max_memory_allocated() - base) / 2**20
-    # torch's own tracker (a dispatch mode that follows every storage); private but pinned
-    from torch.distributed._tools.mem_tracker import MemTracker
-
-    tracker = MemTracker()
-    tracker.track_external(module, x)
-    with tracker:
-        step()
-    snapshot = tracker.get_tracker_snapshot("peak")[x.device]
-    fixed = sum(v for k, v in snapshot.items() if str(k).endswith(("PARAM", "OTH")))
-    return (snapshot["Total"] - fixed) / 2**20
 
 
 def measure(
@@ -78,7 +58,7 @@ def measure(
         if x.is_cuda:
             torch.cuda.synchronize()
 
-    peak = peak_memory_mb(module, x, step)
+    peak, _ = peak_memory_mb(step, x.device, module, x, beyond=True)
     times = []
     for _ in range(repeats):
         t0 = time.perf_counter()

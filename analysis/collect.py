@@ -31,7 +31,18 @@ COLUMNS = (
     "params",
     "head_params",
     "train_time_s",
-    "peak_memory_mb",
+)
+# result.json's `cost` (danet.engine.cost) read into columns of the same names; NaN for runs
+# recorded without it
+COST = (
+    "gmacs",
+    "gmacs_head",
+    "gmacs_attention",
+    "params_attention",
+    "train_peak_mb",
+    "attention_peak_mb",
+    "latency_ms",
+    "images_per_s",
 )
 
 
@@ -87,18 +98,19 @@ FIELDS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "params": (lambda v: _integer(v) and v >= 0, "a non-negative integer"),
     "head_params": (lambda v: _integer(v) and v >= 0, "a non-negative integer"),
     "train_time_s": (_size, "a non-negative number"),
-    "peak_memory_mb": (_size, "a non-negative number"),
     "classes": (_names, "a list of class names"),
     "per_class_iou": (_ious, "a mapping of class -> IoU in [0, 1] or null"),
 }
 # Read when present; absent or null is fine (runs before the speed record have none).
-OPTIONAL = ("speed", "eval", "config", "versions")
+OPTIONAL = ("speed", "eval", "config", "versions", "cost")
 # (field, key): what the analysis reads inside the optional mappings
 NESTED: dict[tuple[str, str], tuple[Callable[[Any], bool], str]] = {
     ("speed", "amp"): (lambda v: isinstance(v, str), "a string"),
     ("speed", "channels_last"): (lambda v: isinstance(v, bool), "true or false"),
     ("speed", "compile"): (lambda v: isinstance(v, bool), "true or false"),
     ("config", "data"): (lambda v: isinstance(v, dict), "a mapping"),
+    # attention_peak_mb is a difference of two measurements: it may come out below zero
+    **{("cost", k): (_number if k == "attention_peak_mb" else _size, "a number") for k in COST},
 }
 
 
@@ -160,6 +172,8 @@ def collect(*roots: str | Path) -> tuple[pd.DataFrame, list[str]]:
                 problems.append(f"{path}: {problem}")
                 continue
             row = {c: data[c] for c in COLUMNS}
+            spent = data.get("cost") or {}
+            row.update({k: spent.get(k, math.nan) for k in COST})
             row["numerics"] = numerics(data.get("speed"))
             row["crop_size"] = crop_label(data.get("config", {}).get("data", {}).get("crop_size"))
             row["sweep"] = path.parent.parent.name

@@ -34,7 +34,6 @@ from __future__ import annotations
 import argparse
 import functools
 import io
-import logging
 import math
 import statistics
 import sys
@@ -46,7 +45,8 @@ import torch
 from torch import nn
 
 import variants
-from analysis.bench_attention import open_gates, peak_memory_mb
+from analysis.bench_attention import open_gates
+from danet.engine.cost import flopcounter_flops, fvcore_counts, params_of, peak_memory_mb
 
 C_MODULE = 512
 HEAD_IN, HEAD_INTER, NUM_CLASSES = 2048, 512, 19
@@ -60,21 +60,6 @@ CONVENTION = (
     "GMACs = 1e9 multiply-adds (fvcore + handles: conv, linear, matmul/bmm, einsum, SDPA; "
     "softmax/BN/pool/upsample/elementwise excluded); GFLOPs = 2 x GMACs (FlopCounterMode, "
     "meta device); rel_diff = GFLOPs / (2 x GMACs) - 1"
-)
-
-# fvcore's operator names (by_operator keys) that are multiply-add products
-PRODUCT_OPERATORS = frozenset(
-    {
-        "conv",
-        "linear",
-        "matmul",
-        "bmm",
-        "addmm",
-        "baddbmm",
-        "einsum",
-        "scaled_dot_product_attention",
-        "PythonOp._ChunkedAttention",
-    }
 )
 
 COLUMNS = [
@@ -97,105 +82,6 @@ COLUMNS = [
     "device",
     "torch",
 ]
-
-
-# ---------------------------------------------------------------- fvcore handles
-
-
-def _shapes(inputs) -> list[list[int] | None]:
-    from fvcore.nn.jit_handles import get_shape
-
-    return [get_shape(v) for v in inputs]
-
-
-def sdpa_macs(q: Sequence[int], k: Sequence[int], v: Sequence[int]) -> int:
-    """softmax(Q K^T) V multiply-adds: q ... x L x E, k ... x S x E, v ... x S x Ev."""
-    batch = math.prod(q[:-2])
-    return batch * q[-2] * k[-2] * (q[-1] + v[-1])
-
-
-def _sdpa_handle(inputs, outputs) -> int:
-    q, k, v = _shapes(inputs)[:3]
-    return sdpa_macs(q, k, v)
-
-
-def _chunked_attention_handle(inputs, outputs) -> int:
-    """variants.attention_ops._ChunkedAttention(q B x N x d, k B x d x M, v B x C x M)."""
-    q, k, v = _shapes(inputs)[:3]
-    b, n, d = q
-    return b * n * k[2] * (d + v[1])
-
-
-def einsum_macs(equation: str, shapes: Sequence[Sequence[int]]) -> int:
-    """Exact multiply-adds of a two-operand einsum evaluated directly: the product of the
-    sizes of every distinct index (a one-operand einsum is a reduction: no products)."""
-    lhs = equation.replace(" ", "").split("->")[0].split(",")
-    if len(lhs) < 2:
-        return 0
-    sizes: dict[str, int] = {}
-    for letters, shape in zip(lhs, shapes):
-        for letter, dim in zip(letters, shape):
-            sizes[letter] = dim
-    return math.prod(sizes.values())
-
-
-def _einsum_handle(inputs, outputs) -> int:
-    equation = inputs[0].toIValue()
-    shapes = _shapes(list(inputs[1].node().inputs()))
-    return einsum_macs(equation, shapes)
-
-
-HANDLES: dict[str, Callable] = {
-    "aten::scaled_dot_product_attention": _sdpa_handle,
-    "prim::PythonOp._ChunkedAttention": _chunked_attention_handle,
-    "aten::einsum": _einsum_handle,
-}
-
-
-def fvcore_analysis(module: nn.Module, inputs: tuple):
-    """fvcore's FlopCountAnalysis with this module's handles added and warnings silenced."""
-    from fvcore.nn import FlopCountAnalysis
-
-    logging.getLogger("fvcore").setLevel(logging.ERROR)
-    analysis = FlopCountAnalysis(module, inputs).set_op_handle(**HANDLES)
-    analysis.unsupported_ops_warnings(False).uncalled_modules_warnings(False)
-    return analysis
-
-
-def fvcore_counts(module: nn.Module, inputs: tuple) -> dict[str, Any]:
-    """{'macs': products only, 'macs_all': fvcore's total, 'by_operator', 'skipped'}."""
-    with torch.no_grad():
-        analysis = fvcore_analysis(module, inputs)
-        by_op = dict(analysis.by_operator())
-    return {
-        "macs": float(sum(v for k, v in by_op.items() if k in PRODUCT_OPERATORS)),
-        "macs_all": float(sum(by_op.values())),
-        "by_operator": by_op,
-        "skipped": dict(analysis.unsupported_ops()),
-    }
-
-
-def count_macs(module: nn.Module, inputs: torch.Tensor | tuple) -> float:
-    """Multiply-adds of one forward: fvcore + handles, products only (see module docstring).
-    fvcore traces with real tensors (not meta), so keep inputs modest on the CPU."""
-    inputs = inputs if isinstance(inputs, tuple) else (inputs,)
-    return fvcore_counts(module, inputs)["macs"]
-
-
-def flopcounter_flops(
-    module: nn.Module, inputs: torch.Tensor | tuple, by_op: bool = False
-) -> float | tuple[float, dict[str, float]]:
-    """FlopCounterMode's FLOPs (2 per multiply-add) of one forward; works on meta tensors."""
-    from torch.utils.flop_counter import FlopCounterMode
-
-    inputs = inputs if isinstance(inputs, tuple) else (inputs,)
-    with torch.no_grad(), FlopCounterMode(display=False) as counter:
-        module(*inputs)
-    total = float(counter.get_total_flops())
-    if not by_op:
-        return total
-    ops = {str(k).split(".")[-1]: float(v) for k, v in counter.get_flop_counts()["Global"].items()}
-    return total, ops
 
 
 # ---------------------------------------------------------------- what is profiled
@@ -245,10 +131,6 @@ def feature_size(size: tuple[int, int]) -> tuple[int, int]:
     for _ in range(3):
         h, w = (h + 1) // 2, (w + 1) // 2
     return h, w
-
-
-def params_of(module: nn.Module) -> int:
-    return sum(p.numel() for p in module.parameters())
 
 
 @functools.cache
@@ -321,17 +203,16 @@ def measure_row(
         sync()
 
     module.eval()
-    mem_fwd = peak_memory_mb(module, x, forward)
+    mem_fwd, method = peak_memory_mb(forward, x.device, module, x, beyond=True)
     module.train()
     xg = x.clone().requires_grad_(True)
-    mem_fwdbwd = peak_memory_mb(module, xg, forward_backward)
+    mem_fwdbwd, _ = peak_memory_mb(forward_backward, x.device, module, xg, beyond=True)
     module.zero_grad(set_to_none=True)
     module.eval()
     timer = benchmark.Timer(
         stmt="forward()", globals={"forward": forward}, num_threads=torch.get_num_threads()
     )
     times = [timer.timeit(1).median for _ in range(repeats)]
-    method = "cuda max_memory_allocated" if x.is_cuda else "MemTracker (CPU tensor storages)"
     return {
         "mem_fwd_mb": mem_fwd,
         "mem_fwdbwd_mb": mem_fwdbwd,

@@ -22,6 +22,8 @@ import pandas as pd
 from analysis.collect import runs_read
 from analysis.plots import figure_bytes, make_figures
 from analysis.tables import (
+    CONVENTION,
+    constant_groups,
     display_table,
     main_table,
     per_class_display,
@@ -124,15 +126,21 @@ def build_html(
         "<h1>danet-bench report</h1>",
         f"<p>{html.escape(runs_read(len(df), problems))}; generated "
         f"{html.escape(time.strftime('%Y-%m-%d %H:%M:%S %Z'))}."
-        f" Profile: {'yes' if profile is not None else 'none (GFLOPs, fps left empty)'}.</p>",
+        f" Profile (scaling figure): {'yes' if profile is not None else 'none'}.</p>",
     ]
     if problems:
         parts.append("<h2>Skipped result files</h2><ul class='note'>")
         parts += [f"<li>{html.escape(p)}</li>" for p in problems]
         parts.append("</ul>")
-    parts.append("<h2>Main table</h2><p>mIoU (%) mean ± std over seeds; Δ vs none with 95% CI")
-    parts.append(" (paired t on per-seed differences when seeds match, else bootstrap).</p>")
-    parts.append(_table_html(display_table(main_table(df, profile))))
+    main = main_table(df)
+    fixed = "; ".join(f"{k} {v}" for k, v in constant_groups(main).items())
+    parts.append(
+        f"<h2>Main table</h2><p>{html.escape(fixed)}. mIoU (%): mean ± half-width of its 95% "
+        "t-interval over seeds; Δ vs none with its 95% CI (paired t when every seed of the "
+        "variant has a baseline run of that seed, else Welch), p Holm-corrected across the "
+        f"variants, and the verdict. {html.escape(CONVENTION)}.</p>"
+    )
+    parts.append(_table_html(display_table(main)))
     parts.append("<h2>Per-class IoU (%)</h2>")
     parts.append(_table_html(per_class_display(per_class_table(df))))
     parts.append("<h2>Figures</h2>")

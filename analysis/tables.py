@@ -1,10 +1,12 @@
 """Benchmark tables from result.json files: markdown, LaTeX (booktabs) and CSV.
 
-    python -m analysis.tables RUNS_DIR [--out reports/tables] [--profile reports/profile.csv]
+    danet tables RUNS_DIR [--out reports/tables]
 
-Writes <out>/main.{md,tex,csv} (one row per dataset x setting x backbone x crop x iterations x
-variant, columns named as in the mmsegmentation model zoo) and <out>/per_class.{md,tex,csv}.
-Unreadable or old-schema result.json files are reported on stderr by path and skipped.
+Writes <out>/main.{md,csv} (one row per dataset x setting x backbone x crop x iterations x
+variant, columns named as in the mmsegmentation model zoo: mIoU with its interval, Δ vs the
+baseline with its verdict (analysis.stats), and each run's measured cost), <out>/main.tex (the
+compact booktabs table for a paper) and <out>/per_class.{md,tex,csv}. Unreadable or
+old-schema result.json files are reported on stderr by path and skipped.
 """
 
 from __future__ import annotations
@@ -18,20 +20,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from analysis.ablation import variant_order
-from analysis.collect import collect, runs_read
-from analysis.stats import BASELINE, group_keys, summarize
+from analysis.collect import COST, collect, runs_read
+from analysis.stats import BASELINE, group_keys, mean_ci, summarize
 from danet.utils import atomic_write_bytes
 
-FEATURE_STRIDE = 8  # DANet's dilated backbones: the attention sees crop / 8
-PROFILE_COLUMNS = (
-    "params_m",
-    "gmacs_fvcore",
-    "gflops_flopcounter",
-    "mem_fwd_mb",
-    "mem_fwdbwd_mb",
-    "latency_ms",
-)
 # group column -> the name users know from the mmsegmentation model zoo
 ZOO_NAMES = {
     "variant": "Method",
@@ -42,12 +34,21 @@ ZOO_NAMES = {
     "setting": "Setting",
     "numerics": "Numerics",  # fp32, or the speed options that change the numbers
 }
+ABLATION_ORDER = ("none", "pam", "cam", "danet")  # the DANet paper's Table 1
+CONVENTION = (
+    "GFLOPs = 2 x multiply-adds of one forward at the evaluation input (fvcore + handles, "
+    "cross-checked by FlopCounterMode); memory: peak tensor memory of one training step "
+    "(model, gradients, optimiser state, batch, activations); attn: the attention modules' "
+    "own share (the same measured with them replaced by the identity); latency: median "
+    "batch-1 forward on the run's device and threads"
+)
 
 
-def feature_size(crop: str) -> float:
-    """The attention's feature side for a crop label: the longer crop side / 8."""
-    sides = [int(s) for s in str(crop).split("x") if s.isdigit()]
-    return max(sides) / FEATURE_STRIDE if sides else float("nan")
+def variant_order(df: pd.DataFrame, order: Sequence[str] = ()) -> list[str]:
+    """The baseline first, then `order` (a grid's axis), Table 1's order, the rest by name."""
+    present = set(df["variant"])
+    ordered = [BASELINE, *order, *ABLATION_ORDER, *sorted(present)]
+    return [v for v in dict.fromkeys(ordered) if v in present]
 
 
 def load(*roots: str | Path) -> tuple[pd.DataFrame, list[str], dict[str, dict]]:
@@ -90,102 +91,45 @@ def side(size) -> float:
     return max(sides) if sides else float("nan")
 
 
-NARROW = ("tiny", "resnet18", "resnet34")  # backbones whose features are not 2048 wide
-
-
-def profile_row(profile: pd.DataFrame | None, variant: str, crop: str, backbone: str = "") -> dict:
-    """The profile numbers for a variant: the scope 'head' row at the size nearest the runs'
-    feature size (crop / 8), else the 'model' row (of the runs' backbone when profiled)
-    nearest the crop; {} when there is none. params come back in millions."""
-    if profile is None or profile.empty:
-        return {}
-    rows = profile[profile["variant"] == variant]
-    for scope, target in (("head", feature_size(crop)), ("model", feature_size(crop) * 8)):
-        cand = rows[rows["scope"] == scope]
-        if scope == "head" and backbone in NARROW:
-            continue  # the profiled head is DANet's 2048 -> 512, not these backbones' head
-        if scope == "model":  # a whole model only stands for runs of the same backbone
-            same = cand["backbone"] == backbone if "backbone" in cand else False
-            cand = cand[same] if backbone else cand
-        if cand.empty:
-            continue
-        dist = (cand["size"].map(side) - target).abs()
-        pick = cand.loc[dist.idxmin()] if dist.notna().any() else cand.iloc[0]
-        params = pick.get("params_m", np.nan)
-        if (params is None or params != params) and "params" in pick:
-            params = pd.to_numeric(pick["params"], errors="coerce") / 1e6
-        out = {"scope": scope, "size": pick["size"], "params_m": params}
-        return out | {c: pick.get(c) for c in PROFILE_COLUMNS if c != "params_m"}
-    return {}
-
-
 def main_table(
-    df: pd.DataFrame, profile: pd.DataFrame | None = None, baseline: str = BASELINE
+    df: pd.DataFrame, order: Sequence[str] = (), baseline: str = BASELINE
 ) -> pd.DataFrame:
-    """Numeric main table, mIoU in percent: Method, Backbone, Crop Size, Lr schd, Dataset,
-    Setting, mIoU, mIoU std, n, seeds, Δ mIoU, Δ CI low, Δ CI high, CI method, CI includes 0,
-    [mIoU(ms+flip)], Params (M), Mem (GB) (training peak), and from the profile (NaN without
-    one): Profile scope, Profile size, GFLOPs, GMACs (fvcore), Profile params (M),
-    Mem fwd (MB), Mem fwd+bwd (MB), Latency (ms), Inf time (fps) = 1000 / latency_ms."""
+    """Numeric main table, one row per group x variant, mIoU in percent: the zoo-named group
+    columns, mIoU (mean over seeds), its std and 95 % t-interval, n, seeds, Δ vs the
+    baseline with its 95 % CI, method, p, Holm's p and the verdict (analysis.stats),
+    [mIoU(ms+flip)], and the runs' measured cost (result.json `cost`, mean over the runs)."""
     pct = df.assign(miou=100 * df["miou"])
-    s = summarize(pct, "miou", baseline=baseline)
     keys = group_keys(df)
-    extra = (
-        pct.groupby(keys + ["variant"], dropna=False)
-        .agg(params=("params", "mean"), mem=("peak_memory_mb", "mean"))
-        .reset_index()
-    )
-    s = s.merge(extra, on=keys + ["variant"], how="left")
-    has_ms = "miou_msflip" in df and df["miou_msflip"].notna().any()
-    if has_ms:
-        ms = summarize(df.assign(miou=100 * df["miou_msflip"]), "miou", baseline=baseline)
-        s = s.merge(
-            ms[keys + ["variant", "mean"]].rename(columns={"mean": "ms"}),
-            on=keys + ["variant"],
-            how="left",
-        )
-    prof = [
-        profile_row(profile, r.variant, getattr(r, "crop_size", ""), getattr(r, "backbone", ""))
-        for r in s.itertuples()
-    ]
-    p = pd.DataFrame(prof, index=s.index, columns=["scope", "size", *PROFILE_COLUMNS])
-    lat = pd.to_numeric(p["latency_ms"], errors="coerce")
+    s = summarize(pct, "miou", baseline=baseline)
+    cost = pct.groupby(keys + ["variant"], dropna=False)[["params", "train_time_s", *COST]].mean()
+    cost["ci"] = pct.groupby(keys + ["variant"], dropna=False)["miou"].agg(lambda v: mean_ci(v))
+    s = s.merge(cost.reset_index(), on=keys + ["variant"], how="left")
     out = pd.DataFrame({v: s[k] for k, v in ZOO_NAMES.items() if k in s})
-    out = out.assign(
-        **{
-            "mIoU": s["mean"],
-            "mIoU std": s["std"],
-            "n": s["n"],
-            "seeds": s["seeds"],
-            "Δ mIoU": s["delta"],
-            "Δ CI low": s["ci_low"],
-            "Δ CI high": s["ci_high"],
-            "CI method": s["ci_method"],
-            "CI includes 0": s["ci_includes_zero"],
-        }
-    )
-    if has_ms:
-        out["mIoU(ms+flip)"] = s["ms"]
-    out = out.assign(
-        **{
-            "Params (M)": s["params"] / 1e6,
-            "Mem (GB)": s["mem"] / 1024,
-            "Profile scope": p["scope"],
-            "Profile size": p["size"],
-            "GFLOPs": pd.to_numeric(p["gflops_flopcounter"], errors="coerce"),
-            "GMACs (fvcore)": pd.to_numeric(p["gmacs_fvcore"], errors="coerce"),
-            "Profile params (M)": pd.to_numeric(p["params_m"], errors="coerce"),
-            "Mem fwd (MB)": pd.to_numeric(p["mem_fwd_mb"], errors="coerce"),
-            "Mem fwd+bwd (MB)": pd.to_numeric(p["mem_fwdbwd_mb"], errors="coerce"),
-            "Latency (ms)": lat,
-            "Inf time (fps)": 1000 / lat,
-        }
-    )
-    return _order(out, df)
+    out = out.assign(**{
+        "mIoU": s["mean"], "mIoU std": s["std"],
+        "mIoU CI low": [c[1] for c in s["ci"]], "mIoU CI high": [c[2] for c in s["ci"]],
+        "n": s["n"], "seeds": s["seeds"],
+        "Δ mIoU": s["delta"], "Δ CI low": s["ci_low"], "Δ CI high": s["ci_high"],
+        "CI method": s["ci_method"], "p": s["p_value"], "p (Holm)": s["p_holm"],
+        "Verdict": s["verdict"],
+    })  # fmt: skip
+    if "miou_msflip" in df and df["miou_msflip"].notna().any():
+        ms = pct.assign(miou=100 * df["miou_msflip"]).groupby(keys + ["variant"], dropna=False)
+        out["mIoU(ms+flip)"] = s.merge(
+            ms["miou"].mean().rename("ms").reset_index(), on=keys + ["variant"], how="left"
+        )["ms"]
+    out = out.assign(**{
+        "GFLOPs": 2 * s["gmacs"], "Attn GFLOPs": 2 * s["gmacs_attention"],
+        "Params (M)": s["params"] / 1e6, "Attn params (K)": s["params_attention"] / 1e3,
+        "Mem (MB)": s["train_peak_mb"], "Attn mem (MB)": s["attention_peak_mb"],
+        "Latency (ms)": s["latency_ms"], "Images/s": s["images_per_s"],
+        "Train time (s)": s["train_time_s"],
+    })  # fmt: skip
+    return _order(out, variant_order(df, order))
 
 
-def _order(table: pd.DataFrame, df: pd.DataFrame) -> pd.DataFrame:
-    rank = {v: i for i, v in enumerate(variant_order(df))}
+def _order(table: pd.DataFrame, order: list[str]) -> pd.DataFrame:
+    rank = {v: i for i, v in enumerate(order)}
     by = [
         c
         for c in ["Dataset", "Setting", "Backbone", "Crop Size", "Lr schd", "Numerics"]
@@ -205,48 +149,56 @@ def per_class_table(df: pd.DataFrame) -> pd.DataFrame:
     table = table.rename(columns={c: c.removeprefix("iou/") for c in cols})
     table = table.rename(columns=ZOO_NAMES)
     front = [v for k, v in ZOO_NAMES.items() if k in ["variant", *keys]]
-    return _order(table[front + [c.removeprefix("iou/") for c in cols]], df)
+    return _order(table[front + [c.removeprefix("iou/") for c in cols]], variant_order(df))
 
 
 def _fmt(x, spec: str = ".2f") -> str:
     return "" if x is None or x is pd.NA or (isinstance(x, float) and x != x) else format(x, spec)
 
 
-def display_table(table: pd.DataFrame) -> pd.DataFrame:
-    """The main table as strings for markdown/LaTeX/HTML: mIoU as 'mean ± std',
-    Δ as '+d [lo, hi]', the flag as 'yes'/'no', empty cells where a number is missing."""
-    front = [c for c in ZOO_NAMES.values() if c in table]
+def constant_groups(table: pd.DataFrame) -> dict[str, str]:
+    """The group columns (Dataset, Setting, ...) with one value in every row: said once above
+    a table instead of repeated in each row."""
+    groups = [c for c in ZOO_NAMES.values() if c in table and c != "Method"]
+    return {c: str(table[c].iloc[0]) for c in groups if table[c].nunique(dropna=False) == 1}
+
+
+def display_table(table: pd.DataFrame, compact: bool = False) -> pd.DataFrame:
+    """The main table as strings: mIoU as 'mean ± half-width of its 95 % t-interval', Δ as
+    '+d [lo, hi]', p, the verdict, and the cost; empty cells where a number is missing.
+    Group columns with one value throughout are left out (constant_groups says them).
+    `compact`: variant, mIoU, Δ with verdict, GFLOPs, params, memory (the LaTeX table)."""
+    fixed = constant_groups(table)
+    front = [c for c in ZOO_NAMES.values() if c in table and c not in fixed]
     shown = table[front].astype(str)
-    shown["mIoU"] = [
-        f"{m:.2f} ± {s:.2f}" if s == s else _fmt(m)
-        for m, s in zip(table["mIoU"], table["mIoU std"])
-    ]
     shown["n"] = table["n"].astype(str)
-    shown["Δ mIoU [95% CI]"] = [
+    shown["mIoU (%)"] = [
+        f"{m:.2f} ± {(hi - lo) / 2:.2f}" if lo == lo else _fmt(m)
+        for m, lo, hi in zip(table["mIoU"], table["mIoU CI low"], table["mIoU CI high"])
+    ]
+    delta = [
         ""
-        if meth == "baseline"
+        if verdict == "baseline"
         else (f"{d:+.2f} [{lo:+.2f}, {hi:+.2f}]" if lo == lo else _fmt(d, "+.2f"))
-        for d, lo, hi, meth in zip(
-            table["Δ mIoU"], table["Δ CI low"], table["Δ CI high"], table["CI method"]
+        for d, lo, hi, verdict in zip(
+            table["Δ mIoU"], table["Δ CI low"], table["Δ CI high"], table["Verdict"]
         )
     ]
-    shown["CI method"] = table["CI method"].where(table["CI method"] != "baseline", "")
-    shown["CI includes 0"] = [
-        "" if f is pd.NA else ("yes" if f else "no") for f in table["CI includes 0"]
-    ]
-    if "mIoU(ms+flip)" in table:
-        shown["mIoU(ms+flip)"] = table["mIoU(ms+flip)"].map(_fmt)
-    shown["Profile"] = [
-        f"{sc} {sz}" if isinstance(sc, str) else ""
-        for sc, sz in zip(table["Profile scope"], table["Profile size"])
-    ]
-    for col, spec in [
-        ("Params (M)", ".3f"),
-        ("Mem (GB)", ".3f"),
-        ("GFLOPs", ".3f"),
-        ("Mem fwd+bwd (MB)", ".1f"),
-        ("Inf time (fps)", ".1f"),
-    ]:
+    verdict = table["Verdict"].where(table["Verdict"] != "baseline", "baseline")
+    if compact:
+        shown["Δ mIoU [95% CI]"] = [f"{d} {v}" if d else v for d, v in zip(delta, verdict)]
+    else:
+        shown["Δ mIoU [95% CI]"] = delta
+        shown["p (Holm)"] = table["p (Holm)"].map(lambda x: _fmt(x, ".3f"))
+        shown["verdict"] = verdict
+        if "mIoU(ms+flip)" in table:
+            shown["mIoU(ms+flip)"] = table["mIoU(ms+flip)"].map(_fmt)
+    columns = [("GFLOPs", ".3f"), ("Attn GFLOPs", ".3f"), ("Params (M)", ".3f"),
+               ("Attn params (K)", ".1f"), ("Mem (MB)", ".1f"), ("Attn mem (MB)", ".1f"),
+               ("Latency (ms)", ".1f")]  # fmt: skip
+    if compact:
+        columns = [("GFLOPs", ".3f"), ("Params (M)", ".3f"), ("Mem (MB)", ".1f")]
+    for col, spec in columns:
         shown[col] = table[col].map(lambda x, s=spec: _fmt(x, s))
     return shown
 
@@ -259,28 +211,47 @@ def per_class_display(table: pd.DataFrame) -> pd.DataFrame:
     return shown
 
 
-def to_latex(shown: pd.DataFrame, caption: str = "") -> str:
-    """booktabs LaTeX of a string table (special characters escaped, ± and Δ in math mode)."""
+def to_latex(shown: pd.DataFrame, caption: str = "", label: str = "") -> str:
+    """A booktabs table environment of a string table, ready to \\input (needs
+    \\usepackage{booktabs}): text escaped, ± and Δ in math mode, numbers right-aligned."""
     styler = shown.style.hide(axis="index").format(escape="latex")
     styler = styler.format_index(escape="latex", axis=1)
-    tex = styler.to_latex(hrules=True, caption=caption or None, column_format="l" * shown.shape[1])
+    align = "".join("l" if c in ZOO_NAMES.values() else "r" for c in shown.columns)
+    tex = styler.to_latex(
+        hrules=True, caption=caption or None, label=label or None, column_format=align,
+        position="t", position_float="centering",
+    )  # fmt: skip
     return tex.replace("±", r"$\pm$").replace("Δ", r"$\Delta$")
 
 
-def write_tables(
-    df: pd.DataFrame, out: Path, profile: pd.DataFrame | None = None
-) -> dict[str, pd.DataFrame]:
-    """<out>/main.{md,tex,csv} and <out>/per_class.{md,tex,csv}; returns the numeric tables."""
-    main = main_table(df, profile)
+def caption(table: pd.DataFrame, what: str) -> str:
+    fixed = ", ".join(f"{k} {v}" for k, v in constant_groups(table).items())
+    return f"{what}{'; ' + fixed if fixed else ''}."
+
+
+def write_tables(df: pd.DataFrame, out: Path, order: Sequence[str] = ()) -> dict[str, pd.DataFrame]:
+    """<out>/main.{md,csv}, <out>/main.tex (the compact table), <out>/per_class.{md,tex,csv};
+    returns the numeric tables."""
+    main = main_table(df, order)
     per_class = per_class_table(df)
-    for name, table, shown, caption in [
-        ("main", main, display_table(main), "mIoU (\\%), mean ± std over seeds"),
-        ("per_class", per_class, per_class_display(per_class), "IoU (\\%) per class"),
-    ]:
+    n = f"n = {main['n'].min()}" + (f"-{main['n'].max()}" if main["n"].nunique() > 1 else "")
+    what = (
+        f"mIoU (\\%) over seeds ({n}): mean $\\pm$ half-width of its 95\\% t-interval; "
+        "$\\Delta$ vs none with its 95\\% CI and verdict (Holm-corrected); GFLOPs of one "
+        "forward; training peak memory"
+    )
+    files = [
+        ("main", main, display_table(main), display_table(main, compact=True), what),
+        ("per_class", per_class, per_class_display(per_class), None, "IoU (\\%) per class"),
+    ]
+    for name, table, shown, tex_shown, text in files:
         atomic_write_bytes(out / f"{name}.csv", table.to_csv(index=False).encode())
-        md = shown.to_markdown(index=False, disable_numparse=True) + "\n"
-        atomic_write_bytes(out / f"{name}.md", md.encode())
-        atomic_write_bytes(out / f"{name}.tex", to_latex(shown, caption).encode())
+        head = "; ".join(f"{k} {v}" for k, v in constant_groups(table).items())
+        md = (f"{head}\n\n" if head else "") + shown.to_markdown(index=False, disable_numparse=True)
+        atomic_write_bytes(out / f"{name}.md", (md + "\n").encode())
+        tex = to_latex(tex_shown if tex_shown is not None else shown, caption(table, text),
+                       f"tab:{name}")  # fmt: skip
+        atomic_write_bytes(out / f"{name}.tex", tex.encode())
     return {"main": main, "per_class": per_class}
 
 
@@ -310,10 +281,7 @@ def main(argv: list[str] | None = None) -> int:
     if loaded is None:
         return 1
     args, df, problems, _ = loaded
-    profile = read_profile(args.profile)
-    if profile is None:
-        print(f"danet tables: no profile at {args.profile}; GFLOPs/fps left empty", file=sys.stderr)
-    write_tables(df, args.out, profile)
+    write_tables(df, args.out)
     runs = runs_read(len(df), problems)
     print(f"tables of {runs} in {args.out}/ (main, per_class: .md .tex .csv)")
     return 0

@@ -39,6 +39,8 @@ def check_config(cfg: C.Config) -> None:
     for key, value in positive.items():
         if value <= 0:
             raise DanetError(f"'{key}' must be positive, got {value}")
+    if cfg.eval.every < 0:
+        raise DanetError(f"'eval.every' must be 0 (off) or positive, got {cfg.eval.every}")
     if min(pair(cfg.data.base_size)) < 0:
         raise DanetError(
             f"'data.base_size' must be 0, a size, or (long, short); got {cfg.data.base_size}"

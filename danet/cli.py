@@ -55,7 +55,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         launcher_overrides,
         load_grid,
     )
-    from slurm.launch import launch
+    from slurm.launch import check_seeds_until, launch, seeds_until
 
     grid = load_grid(args.grid)
     mine, overrides = launcher_overrides(args.overrides)
@@ -67,18 +67,24 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     specs = expand(grid, Path(args.runs_root), overrides)
     if not launcher.max_parallel:
         launcher.max_parallel = default_parallel(specs[0].cfg)
+    max_seeds = check_seeds_until(args.seeds_until, args.max_seeds, args.no_wait, specs)
     if args.dry_run:
         print(describe(specs))
         return 0
     sweep_dir = Path(args.runs_root) / grid.name
     outcomes = launch(specs, sweep_dir, launcher, args.retry_failed, not args.no_wait)
     failed = [o for o in outcomes if o.state == "failed"]
+    if args.seeds_until is not None and not failed:
+        outcomes += seeds_until(
+            specs, sweep_dir, launcher, args.seeds_until, max_seeds, args.retry_failed
+        )
+        failed = [o for o in outcomes if o.state == "failed"]
     if args.no_wait:
         print(f"submitted; follow with: danet status {sweep_dir}")
         return 0
     if not args.no_report:
         order = [str(v) for v in grid.axes.get("model.variant", [])]
-        _report(sweep_dir, Path(args.reports) / grid.name, f"{grid.name} ({grid.path})", order)
+        _report(sweep_dir, Path(args.reports) / grid.name, order)
     if failed:
         print(
             f"{len(failed)} of {len(outcomes)} runs failed; fix the cause and run the sweep "
@@ -119,19 +125,27 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
-def _report(runs: Path, out: Path, title: str, order: list[str] | None = None) -> None:
-    from analysis.ablation import to_markdown, write_reports
-    from analysis.collect import collect
+def _report(runs: Path, out: Path, order: list[str] | None = None) -> None:
+    """The sweep's tables and figures in `out`/, and its main table on stdout."""
+    from analysis.plots import write_plots
+    from analysis.tables import constant_groups, display_table, load, write_tables
 
-    df, problems = collect(runs)
+    df, problems, _ = load(runs)
     for p in problems:
         print(f"warning: {p}", file=sys.stderr)
     if df.empty:
         print(f"no finished runs under {runs}; no report written", file=sys.stderr)
         return
-    table = write_reports(df, out, title, order or [])
-    print(to_markdown(table))
-    print(f"wrote {out}.md, {out}.csv, {out}.png")
+    main = write_tables(df, out, order or [])["main"]
+    written, notes = write_plots(df, out)
+    fixed = "; ".join(f"{k} {v}" for k, v in constant_groups(main).items())
+    print(f"\n{fixed}\n" if fixed else "")
+    print(display_table(main).to_markdown(index=False, disable_numparse=True))
+    for note in notes:
+        print(f"note: {note}", file=sys.stderr)
+    figures = sorted({p.stem for p in written})
+    print(f"\nwrote {out}/: main.md .csv .tex, per_class.md .csv .tex; figures (.png .svg): "
+          f"{', '.join(figures)}")  # fmt: skip
 
 
 # Commands whose module has its own argument parser: `danet NAME --help` shows its options.
@@ -197,9 +211,25 @@ def parser() -> argparse.ArgumentParser:
         "--no-wait", action="store_true", help="submit and return; follow with danet status"
     )
     s.add_argument("--runs-root", default="runs")
-    s.add_argument("--reports", default="reports", help="folder for <sweep>.md/.csv/.png")
+    s.add_argument("--reports", default="reports", help="the report goes to REPORTS/<sweep>/")
     s.add_argument("--dry-run", action="store_true", help="list the runs, launch nothing")
     s.add_argument("--no-report", action="store_true")
+    s.add_argument(
+        "--seeds-until",
+        type=float,
+        metavar="W",
+        help="after the grid's runs, add seeds (the next unused one, to the variant and to the "
+        "baseline 'none' where it lacks it) to every variant whose 95%% CI of the mIoU gain "
+        "over the baseline is wider than +-W points (or has none yet), until none is or "
+        "--max-seeds is reached; the rule looks only at the width, never at whether the "
+        "interval excludes zero",
+    )
+    s.add_argument(
+        "--max-seeds",
+        type=int,
+        metavar="M",
+        help="with --seeds-until: at most M seeds per variant (default 10)",
+    )
     s.set_defaults(func=cmd_sweep)
 
     st = sub.add_parser("status", help="table of a sweep's runs: state, progress, job, log")

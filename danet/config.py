@@ -77,6 +77,7 @@ class TrainConfig:
 
 @dataclass
 class EvalConfig:
+    every: int = 0  # iterations between validations (first mode, to log.jsonl); 0: at the end only
     modes: tuple[str, ...] = ("whole",)  # whole | slide | flip | msflip; each in result.json
     resize: tuple[int, ...] = ()  # (long, short): mmseg's keep-ratio test scale; (): native
     crop_size: int | tuple[int, int] = 0  # sliding window; 0: data.crop_size

@@ -158,6 +158,14 @@ def expand(grid: Grid, runs_root: Path, overrides: list[str] | None = None) -> l
     return specs
 
 
+def with_seed(spec: RunSpec, seed: int) -> RunSpec:
+    """The run of spec's grid cell with another seed: only `seed` changes, so its id and folder
+    follow the grid's naming (a sweep adding seeds, or any sweep of that cell and seed, agree)."""
+    cfg = C.apply(spec.cfg, {"seed": seed}, "seed")
+    rid = C.run_id(cfg)
+    return RunSpec(rid, cfg, spec.run_dir.parent / rid, {**spec.axes, "seed": seed})
+
+
 def default_parallel(cfg: C.Config) -> int:
     threads = cfg.train.threads or 1
     return max(1, (os.cpu_count() or 1) // threads)

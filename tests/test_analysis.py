@@ -10,8 +10,9 @@ The numbers (mIoU as fractions; tables show percent):
     cam    seeds 0,1,2: 0.61 0.65 0.62   differences 0.01 0.03 -0.02: mean 0.0066667,
            sd 0.0251661, se 0.0145297, half width 0.0625161 -> CI [-0.0558494, 0.0691828]
            (includes zero: flagged)
-    ccnet  seeds 3,4,5: 0.66 0.68 0.70   no common seeds with none -> bootstrap,
-           Δ = 0.06; every resampled difference lies in [0.02, 0.10]
+    ccnet  seeds 3,4,5: 0.66 0.68 0.70   no common seeds with none -> Welch: Δ = 0.06,
+           se = sqrt(0.02²/3 + 0.02²/3) = 0.0163299, df = 4 (equal spreads and sizes),
+           t(0.975, 4) = 2.7764451, half width 0.0453392 -> CI [0.0146608, 0.1053392]
 """
 
 from __future__ import annotations
@@ -28,7 +29,8 @@ import pandas as pd
 import pytest
 from scipy import stats as st
 
-from analysis import plots, report, stats, tables
+from analysis import report, stats, tables
+from analysis.collect import COST as COST_COLUMNS
 from analysis.tables import load
 
 MIOU = {
@@ -38,7 +40,7 @@ MIOU = {
     "ccnet": {3: 0.66, 4: 0.68, 5: 0.70},
 }
 CLASSES = ["road", "car"]
-FIGURES = ["miou_vs_gflops", "scaling", "per_class_iou", "learning_curves", "miou_bars"]
+FIGURES = ["miou_vs_gflops", "scaling", "per_class_iou", "learning_curves", "miou_ci"]
 # the profile: head-scope rows at feature size 8 (crop 64 / 8) and 16, module rows 33..129
 HEAD = {  # variant: (gflops, latency_ms)
     "none": (0.1, 2.0),
@@ -47,6 +49,24 @@ HEAD = {  # variant: (gflops, latency_ms)
     "ccnet": (0.3, 2.5),
 }
 EXPONENT = {"none": 2, "pam": 4, "cam": 2, "ccnet": 3}  # memory ~ side ** exponent
+# each run's measured cost (result.json `cost`): variant: (GMACs, attention GMACs,
+# attention params, training peak MB, attention's share MB, latency ms)
+COST = {
+    "none": (0.25, 0.0, 0, 100.0, 0.0, 2.0),
+    "pam": (0.5, 0.2, 2080, 130.0, 25.0, 5.0),
+    "cam": (0.3, 0.04, 1, 110.0, 8.0, 4.0),
+    "ccnet": (0.4, 0.1, 1560, 115.0, 12.0, 2.5),
+    "danet": (0.6, 0.25, 2100, 140.0, 30.0, 6.0),
+}
+
+
+def _cost(variant: str) -> dict:
+    gmacs, attention, params, peak, share, latency = COST[variant]
+    return {
+        "gmacs": gmacs, "gmacs_head": gmacs / 2, "gmacs_attention": attention,
+        "params_attention": params, "train_peak_mb": peak, "attention_peak_mb": share,
+        "latency_ms": latency, "images_per_s": 1000 / latency,
+    }  # fmt: skip
 
 
 def _result(variant: str, seed: int, miou: float) -> dict:
@@ -77,7 +97,7 @@ def _result(variant: str, seed: int, miou: float) -> dict:
         "params": 1_000_000 + 1000 * len(variant),
         "head_params": 1000 * len(variant),
         "train_time_s": 10.0,
-        "peak_memory_mb": 512.0,
+        "cost": _cost(variant),
         "versions": {"python": "3.11.0", "torch": "2.4.0"},
         "device": "cpu (x86_64, 2 cores)",
         "threads": 2,
@@ -186,18 +206,17 @@ def test_flag_when_interval_includes_zero(summary):
     assert bool(cam["ci_includes_zero"]) is True
 
 
-def test_unpaired_goes_to_a_reproducible_bootstrap(fixture_dir, summary):
+def test_unpaired_goes_to_welch(summary):
     cc = summary.loc["ccnet"]
-    assert cc["ci_method"] == "bootstrap"
+    assert cc["ci_method"] == "welch"
     assert cc["delta"] == pytest.approx(0.06, abs=1e-12)
-    assert 0.02 - 1e-12 <= cc["ci_low"] < 0.06 < cc["ci_high"] <= 0.10 + 1e-12
+    half = 2.7764451 * sqrt(0.02**2 / 3 + 0.02**2 / 3)  # t(0.975, 4) * se = 0.0453392
+    assert half == pytest.approx(0.0453392, abs=1e-7)
+    assert cc["ci_low"] == pytest.approx(0.06 - half, abs=1e-7)
+    assert cc["ci_high"] == pytest.approx(0.06 + half, abs=1e-7)
     assert not cc["ci_includes_zero"]
-    df, _, _ = load(fixture_dir / "runs")
-    again = stats.summarize(df).set_index("variant").loc["ccnet"]
-    assert (again["ci_low"], again["ci_high"]) == (cc["ci_low"], cc["ci_high"])
-    a, b = [0.66, 0.68, 0.70], [0.60, 0.62, 0.64]
-    assert stats.bootstrap_ci(a, b, seed=0) == stats.bootstrap_ci(a, b, seed=0)
-    assert stats.bootstrap_ci(a, b, n_boot=200, seed=1) != stats.bootstrap_ci(a, b, seed=0)
+    welch = st.ttest_ind([0.66, 0.68, 0.70], [0.60, 0.62, 0.64], equal_var=False)
+    assert cc["p_value"] == pytest.approx(welch.pvalue, rel=1e-9)
 
 
 def test_groups_are_kept_apart(fixture_dir):
@@ -219,6 +238,7 @@ def test_single_run_has_no_interval():
     assert s.loc["pam", "delta"] == pytest.approx(0.1)
     assert s.loc["pam", "ci_method"] == "n/a"
     assert s.loc["pam", "ci_includes_zero"] is pd.NA
+    assert pd.isna(s.loc["pam", "p_value"]) and s.loc["pam", "verdict"] == "inconclusive"
     assert s["std"].isna().all()
 
 
@@ -266,38 +286,40 @@ def test_tables(fixture_dir, capsys):
     zoo = ["Method", "Backbone", "Crop Size", "Lr schd", "Dataset", "Setting", "Numerics"]
     assert list(main.columns[:8]) == [*zoo, "mIoU"]
     assert set(main["Numerics"]) == {"fp32"}  # runs without a speed record: the defaults
-    for col in ["mIoU", "mIoU std", "n", "Δ mIoU", "Δ CI low", "Δ CI high", "CI method",
-                "CI includes 0", "mIoU(ms+flip)", "Params (M)", "Mem (GB)", "GFLOPs",
-                "Mem fwd+bwd (MB)", "Inf time (fps)"]:  # fmt: skip
+    for col in ["mIoU", "mIoU std", "mIoU CI low", "mIoU CI high", "n", "Δ mIoU", "Δ CI low",
+                "Δ CI high", "CI method", "p", "p (Holm)", "Verdict", "mIoU(ms+flip)",
+                "GFLOPs", "Attn GFLOPs", "Params (M)", "Attn params (K)", "Mem (MB)",
+                "Attn mem (MB)", "Latency (ms)", "Images/s"]:  # fmt: skip
         assert col in main.columns, col
     assert main["Method"].tolist() == ["none", "pam", "cam", "ccnet"]  # Table 1's order
     assert main["n"].sum() == 12
     m = main.set_index("Method")
     assert m.loc["pam", "mIoU"] == pytest.approx(73.0)
     assert m.loc["pam", "mIoU std"] == pytest.approx(3.0)
+    half = st.t.ppf(0.975, 2) * 3.0 / sqrt(3)  # the t-interval of pam's mean
+    assert m.loc["pam", "mIoU CI high"] == pytest.approx(73.0 + half)
     assert m.loc["pam", "Δ mIoU"] == pytest.approx(11.0)
     assert m.loc["pam", "Δ CI low"] == pytest.approx(8.51586, abs=1e-5)
     assert m.loc["pam", "Δ CI high"] == pytest.approx(13.48414, abs=1e-5)
     assert m.loc["pam", "mIoU(ms+flip)"] == pytest.approx(74.0)
-    assert m.loc["cam", "CI includes 0"] == True  # noqa: E712 (read back from csv)
-    assert m.loc["ccnet", "CI method"] == "bootstrap"
+    assert m.loc["pam", "Verdict"] == "better" and m.loc["cam", "Verdict"] == "inconclusive"
+    assert m.loc["none", "Verdict"] == "baseline"
+    assert m.loc["ccnet", "CI method"] == "welch"
     assert m.loc["none", "Crop Size"] == "64x64" and m.loc["none", "Lr schd"] == 100
-    assert m.loc["none", "Mem (GB)"] == pytest.approx(0.5)
-    # head row at feature size 8 (crop 64 / 8), not 16
-    assert m.loc["pam", "GFLOPs"] == pytest.approx(0.5)
-    assert m.loc["pam", "Inf time (fps)"] == pytest.approx(200.0)
-    assert m.loc["none", "Profile scope"] == "head" and m.loc["none", "Profile size"] == "8x8"
-    assert m.loc["ccnet", "Profile scope"] == "model" and m.loc["ccnet", "GFLOPs"] == 0.3
-    assert m.loc["ccnet", "Profile size"] == "64x64" and m.loc["ccnet", "Mem fwd+bwd (MB)"] == 10
-    assert m.loc["ccnet", "Profile params (M)"] == pytest.approx(0.002)
+    # the runs' own cost: GFLOPs = 2 x GMACs, params from the run, memory and latency
+    assert m.loc["pam", "GFLOPs"] == pytest.approx(1.0)
+    assert m.loc["pam", "Attn GFLOPs"] == pytest.approx(0.4)
+    assert m.loc["pam", "Attn params (K)"] == pytest.approx(2.08)
+    assert m.loc["pam", "Params (M)"] == pytest.approx(1.003)
+    assert m.loc["pam", "Mem (MB)"] == 130.0 and m.loc["pam", "Attn mem (MB)"] == 25.0
+    assert m.loc["pam", "Latency (ms)"] == 5.0 and m.loc["pam", "Images/s"] == 200.0
 
     md = (out / "main.md").read_text()
-    assert "| Method " in md and "| Crop Size " in md and "| Inf time (fps) " in md
-    assert "73.00 ± 3.00" in md and "+11.00 [+8.52, +13.48]" in md
-    assert "+0.67 [-5.58, +6.92]" in md
-    tex = (out / "main.tex").read_text()
-    assert r"\toprule" in tex and r"\midrule" in tex and r"\bottomrule" in tex
-    assert r"73.00 $\pm$ 3.00" in tex and r"$\Delta$ mIoU [95\% CI]" in tex
+    # one value throughout: said once above the table, not in a column
+    assert md.startswith("Backbone resnet50; Crop Size 64x64; Lr schd 100; Dataset synthetic")
+    assert "| Method " in md and "| Crop Size " not in md and "| Latency (ms) " in md
+    assert f"73.00 ± {half:.2f}" in md and "+11.00 [+8.52, +13.48]" in md
+    assert "+0.67 [-5.58, +6.92]" in md and "| inconclusive " in md
     per = pd.read_csv(out / "per_class.csv").set_index("Method")
     assert per.loc["none", "road"] == pytest.approx(67.0)
     assert per.loc["pam", "car"] == pytest.approx(68.0)
@@ -305,56 +327,44 @@ def test_tables(fixture_dir, capsys):
     assert r"\toprule" in (out / "per_class.tex").read_text()
 
 
-def test_tables_without_profile_leave_columns_empty(fixture_dir, capsys):
-    out = fixture_dir / "tables-noprof"
-    rc = tables.main([str(fixture_dir / "runs"), "--out", str(out), "--profile", "/nonexistent"])
-    assert rc == 0
-    assert "no profile" in capsys.readouterr().err
-    main = pd.read_csv(out / "main.csv")
-    assert main["GFLOPs"].isna().all() and main["Inf time (fps)"].isna().all()
+def test_latex_table_is_compact_and_complete(fixture_dir):
+    """The paper's table: variant, mIoU ± CI, Δ with verdict, GFLOPs, params, memory, in a
+    booktabs table environment that \\input's into a document loading booktabs."""
+    out = fixture_dir / "tables-tex"
+    tables.main([str(fixture_dir / "runs"), "--out", str(out)])
+    tex = (out / "main.tex").read_text()
+    lines = tex.splitlines()
+    assert lines[0] == r"\begin{table}[t]" and lines[-1] == r"\end{table}"
+    assert tex.count(r"\begin{tabular}") == tex.count(r"\end{tabular}") == 1
+    head = lines[lines.index(r"\toprule") + 1]
+    columns = [c.strip() for c in head.removesuffix(r"\\").split("&")]
+    assert columns == ["Method", "n", "mIoU (\\%)", r"$\Delta$ mIoU [95\% CI]", "GFLOPs",
+                       "Params (M)", "Mem (MB)"]  # fmt: skip
+    rows = lines[lines.index(r"\midrule") + 1 : lines.index(r"\bottomrule")]
+    assert len(rows) == 4 and all(r.count("&") == len(columns) - 1 for r in rows)
+    assert rows[1].startswith(r"pam & 3 & 73.00 $\pm$") and "better" in rows[1]
+    assert r"+11.00 [+8.52, +13.48] better" in rows[1]
+    assert r"\caption{" in tex and r"\label{tab:main}" in tex
+    assert "nan" not in tex and "_" not in tex.replace(r"\_", "")
+
+
+def test_runs_without_a_cost_leave_its_columns_empty(fixture_dir, tmp_path):
+    """Runs recorded before the cost existed still make a table (cost cells empty)."""
+    runs = tmp_path / "runs"
+    shutil.copytree(fixture_dir / "runs" / "fixture", runs / "fixture")
+    for path in runs.rglob("result.json"):
+        data = json.loads(path.read_text())
+        del data["cost"]
+        path.write_text(json.dumps(data))
+    assert tables.main([str(runs), "--out", str(tmp_path / "t")]) == 0
+    main = pd.read_csv(tmp_path / "t" / "main.csv")
+    assert main["GFLOPs"].isna().all() and main["Latency (ms)"].isna().all()
     assert main["mIoU"].notna().all()
-
-
-# --- figures ------------------------------------------------------------------------------
-
-
-def test_plots(fixture_dir):
-    out = fixture_dir / "plots"
-    rc = _run_cli(plots, fixture_dir, out)
-    assert rc == 0
-    for name in FIGURES:
-        assert (out / f"{name}.png").stat().st_size > 5000, name
-        assert (out / f"{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-        svg = (out / f"{name}.svg").read_text()
-        assert len(svg) > 5000 and "<svg" in svg, name
-
-
-def test_plots_without_profile_skip_with_a_note(fixture_dir, capsys):
-    out = fixture_dir / "plots-noprof"
-    assert plots.main([str(fixture_dir / "runs"), "--out", str(out), "--profile", "/none"]) == 0
-    err = capsys.readouterr().err
-    assert "miou_vs_gflops: skipped" in err and "scaling: skipped" in err
-    assert sorted(p.name for p in out.iterdir()) == sorted(
-        f"{n}.{e}" for n in FIGURES[2:] for e in ("png", "svg")
-    )
 
 
 def test_profile_sizes():
     assert tables.side("33x33") == 33 and tables.side("512x1024") == 1024
     assert tables.side(65) == 65 and tables.side("?") != tables.side("?")  # NaN
-    assert tables.feature_size("64x64") == 8
-
-
-def test_pareto_front_and_curves(fixture_dir):
-    import numpy as np
-
-    idx = plots.pareto_front(np.array([1.0, 2.0, 3.0, 2.5]), np.array([50.0, 60.0, 55.0, 61.0]))
-    assert idx.tolist() == [0, 1, 3]
-    df, _, _ = load(fixture_dir / "runs")
-    curves = plots.learning_curves(df)
-    assert len(curves) == 12 * 10  # event lines skipped, the twice-logged step kept once
-    last = curves[curves["iteration"] == 100]
-    assert (last["loss"] == 0.5).all()
 
 
 # --- report -------------------------------------------------------------------------------
@@ -375,7 +385,7 @@ def test_report_is_self_contained(report_html):
     for name in FIGURES:
         assert f"id='fig-{name}'" in text
     assert "src='http" not in text and "href=" not in text and "<link" not in text
-    assert "73.00 ± 3.00" in text and "+11.00 [+8.52, +13.48]" in text  # main table
+    assert "73.00 ± 7.45" in text and "+11.00 [+8.52, +13.48]" in text  # main table
     assert "road" in text and "67.0" in text  # per-class table
     assert "broken/torn/result.json" in text  # skipped files listed
     assert "model.variant" in text and "train.lr" in text  # varying and common config keys
@@ -420,20 +430,7 @@ def test_report_renders_in_headless_chromium(chromium, report_html, tmp_path):
     dom = proc.stdout
     assert f'data-images-loaded="{len(FIGURES)}/{len(FIGURES)}"' in dom, (elapsed, dom[:500])
     assert 'data-images="ok"' in dom
-    assert "73.00 ± 3.00" in dom
-
-
-def test_profile_rows_stand_only_for_runs_they_describe(fixture_dir):
-    """The profiled head is DANet's 2048 -> 512: not the head of a tiny or ResNet-18 run; a
-    whole-model row only stands for runs of its own backbone."""
-    from analysis.tables import profile_row, read_profile
-
-    profile = read_profile(fixture_dir / "profile.csv")
-    assert profile_row(profile, "pam", "64x64", "resnet50")["scope"] == "head"
-    assert profile_row(profile, "pam", "64x64", "tiny") == {}
-    r50, r101 = (profile_row(profile, "ccnet", "64x64", b) for b in ("resnet50", "resnet101"))
-    assert r101["gflops_flopcounter"] == pytest.approx(9 * r50["gflops_flopcounter"])
-    assert profile_row(profile, "ccnet", "64x64", "resnet18") == {}
+    assert "73.00 ± 7.45" in dom
 
 
 def test_runs_with_number_changing_speed_options_are_never_pooled():
@@ -454,13 +451,13 @@ def test_runs_with_number_changing_speed_options_are_never_pooled():
     s = summarize(df, "miou").set_index(["numerics", "variant"])
     assert s.loc[("fp32", "pam"), "mean"] == 71.0 and s.loc[("bf16", "pam"), "mean"] == 81.0
     assert s.loc[("bf16", "pam"), "delta"] == 30.0  # against bf16's own baseline
-    # the sweep's own report shows the column only where the runs differ in it
-    from analysis import ablation
-
+    # the tables show the column only where the runs differ in it
     runs = df.assign(
         miou=df["miou"] / 100, setting="context", backbone="tiny", iterations=100,
         pixel_accuracy=0.9, params=1e5, train_time_s=1.0, crop_size="64x64",
+        **{c: float("nan") for c in COST_COLUMNS},
     )  # fmt: skip
-    table = ablation.ablation_table(runs)
-    assert "| numerics" in ablation.to_markdown(table)
-    assert "numerics" not in ablation.to_markdown(table[table.numerics == "fp32"])
+    shown = tables.display_table(tables.main_table(runs)).to_markdown(index=False)
+    assert "| Numerics" in shown
+    fp32 = runs[runs.numerics == "fp32"]
+    assert "Numerics" not in tables.display_table(tables.main_table(fp32)).to_markdown()

@@ -1,6 +1,7 @@
-"""analysis.profile: published cost checks, fvcore (+ handles) vs FlopCounterMode, the CLI.
+"""analysis.profile and the counting it shares with every run (danet.engine.cost): published
+cost checks, fvcore (+ handles) vs FlopCounterMode, the CLI.
 
-Counting conventions (analysis.profile): MACs = multiply-adds of the products only (conv,
+Counting conventions (danet.engine.cost): MACs = multiply-adds of the products only (conv,
 linear, matmul/bmm, einsum, SDPA, the chunked attention op); softmax, BN, pooling, upsampling
 and elementwise adds are excluded (they are < 0.1 % of these totals). FlopCounterMode counts
 2 FLOPs per multiply-add of the same products. Large inputs are counted on the meta device
@@ -19,18 +20,19 @@ from torch import nn
 
 import variants
 from analysis import profile as P
+from danet.engine import cost
 
 
 def meta_count(variant: str, scope: str, size: int, **opts) -> tuple[float, dict[str, float]]:
     """FlopCounterMode on the meta device: (total FLOPs, FLOPs per aten op)."""
     module = P.build(variant, scope, opts=opts or P.count_opts(variant), device="meta")
     x = torch.empty(P.input_shape(scope, size), device="meta")
-    return P.flopcounter_flops(module, (x,), by_op=True)
+    return cost.flopcounter_flops(module, (x,), by_op=True)
 
 
 def fvcore_count(variant: str, scope: str, size: int, **opts) -> dict:
     module = P.build(variant, scope, opts=opts or P.count_opts(variant)).eval()
-    return P.fvcore_counts(module, (torch.randn(P.input_shape(scope, size)),))
+    return cost.fvcore_counts(module, (torch.randn(P.input_shape(scope, size)),))
 
 
 # --------------------------------------------------------------- 1. the published head cost
@@ -41,7 +43,7 @@ def test_danet_head_published_params_and_macs():
     DA head at 2048x128x128, 23.95 M parameters, 555.6 GMACs = 1111 GFLOPs (conv + bmm;
     BN/softmax/add excluded, they add < 0.1 %)."""
     head = P.build("danet", "head", opts=P.count_opts("danet"), device="meta")
-    assert P.params_of(head) / 1e6 == pytest.approx(23.95, rel=0.01)  # 23.9546
+    assert cost.params_of(head) == 23_954_619
 
     # FlopCounterMode on meta at the full size: 1111.2 GFLOPs
     flops, _ = meta_count("danet", "head", 128)
@@ -52,13 +54,16 @@ def test_danet_head_published_params_and_macs():
     # the head's scaling law MACs(N) = a N + b N^2 (convs and CAM linear in N, PAM's two
     # products quadratic); exact, since fvcore counts a padded conv per output element.
     n1, n2 = 12 * 12, 20 * 20
-    m1, m2 = fvcore_count("danet", "head", 12)["macs"], fvcore_count("danet", "head", 20)["macs"]
-    b = (m2 / n2 - m1 / n1) / (n2 - n1)
-    a = m1 / n1 - b * n1
-    assert b == pytest.approx(64 + 512)  # PAM: N^2 (C/8 + C) with C = 512
-    macs_128 = a * 128**2 + b * 128**4
-    assert macs_128 / 1e9 == pytest.approx(555.6, rel=0.01)  # 555.60
-    assert 2 * macs_128 == pytest.approx(flops, rel=1e-6)  # the two counters agree
+    c1, c2 = fvcore_count("danet", "head", 12), fvcore_count("danet", "head", 20)
+    at_128 = {}
+    for key in ("macs", "macs_all"):  # products only; fvcore's total (BN etc. included)
+        b = (c2[key] / n2 - c1[key] / n1) / (n2 - n1)
+        a = c1[key] / n1 - b * n1
+        assert b == pytest.approx(64 + 512)  # PAM: N^2 (C/8 + C) with C = 512
+        at_128[key] = (a * 128**2 + b * 128**4) / 1e9
+    assert at_128["macs"] == pytest.approx(555.6, rel=0.01)  # 555.60
+    assert at_128["macs_all"] == pytest.approx(555.67, abs=0.005)  # as danet profile reports
+    assert 2e9 * at_128["macs"] == pytest.approx(flops, rel=1e-6)  # the two counters agree
 
 
 # --------------------------------------------------------------- 2. PAM's matrix products
@@ -134,8 +139,8 @@ def test_fvcore_and_flopcounter_agree(variant):
     products are counted by both, never dropped."""
     module = P.build(variant, "module", opts=P.count_opts(variant)).eval()
     x = torch.randn(1, P.C_MODULE, 12, 12)
-    counts = P.fvcore_counts(module, (x,))
-    flops, ops = P.flopcounter_flops(module, (x,), by_op=True)
+    counts = cost.fvcore_counts(module, (x,))
+    flops, ops = cost.flopcounter_flops(module, (x,), by_op=True)
     if variant == "none":
         assert counts["macs"] == flops == 0
         return
@@ -143,7 +148,7 @@ def test_fvcore_and_flopcounter_agree(variant):
     assert flops == pytest.approx(2 * counts["macs"], rel=0.005)
     if variant in ATTENDING:
         attention_fv = sum(
-            v for k, v in counts["by_operator"].items() if k in P.PRODUCT_OPERATORS - {"conv"}
+            v for k, v in counts["by_operator"].items() if k in cost.PRODUCT_OPERATORS - {"conv"}
         )
         attention_fc = sum(v for k, v in ops.items() if k != "convolution")
         assert attention_fv > 0 and attention_fc > 0
@@ -162,19 +167,19 @@ def test_custom_ops_not_dropped():
     q, k, v = torch.randn(1, 2, 50, 8), torch.randn(1, 2, 40, 8), torch.randn(1, 2, 40, 16)
     plain = FlopCountAnalysis(SDPA(), (q, k, v)).unsupported_ops_warnings(False)
     assert plain.total() == 0  # the pitfall
-    assert P.count_macs(SDPA(), (q, k, v)) == 2 * 50 * 40 * (8 + 16)
+    assert cost.count_macs(SDPA(), (q, k, v)) == 2 * 50 * 40 * (8 + 16)
 
     pam = variants.create("pam", 64, impl="efficient")
     x = torch.randn(1, 64, 40, 40)  # N M > CHUNK_ELEMENTS: the custom op really runs chunked
     assert FlopCountAnalysis(pam, x).unsupported_ops_warnings(False).total() == 64 * 1600 * 80
     n = 1600
-    assert P.count_macs(pam, x) == 64 * n * 80 + n * n * (8 + 64)
-    assert P.count_macs(pam, x) == P.count_macs(variants.create("pam", 64, impl="naive"), x)
+    assert cost.count_macs(pam, x) == 64 * n * 80 + n * n * (8 + 64)
+    assert cost.count_macs(pam, x) == cost.count_macs(variants.create("pam", 64, impl="naive"), x)
 
 
 def test_einsum_macs_exact():
-    assert P.einsum_macs("bchw,bcgw->bhwg", [(2, 3, 4, 5), (2, 3, 6, 5)]) == 2 * 3 * 4 * 5 * 6
-    assert P.einsum_macs("bhkn->bhk", [(1, 2, 3, 4)]) == 0
+    assert cost.einsum_macs("bchw,bcgw->bhwg", [(2, 3, 4, 5), (2, 3, 6, 5)]) == 2 * 3 * 4 * 5 * 6
+    assert cost.einsum_macs("bhkn->bhk", [(1, 2, 3, 4)]) == 0
 
 
 # --------------------------------------------------------------- 5. the CLI

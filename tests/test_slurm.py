@@ -66,8 +66,8 @@ def test_sweep_runs_as_one_job_array_and_writes_the_tables(slurm_cluster, tmp_pa
     assert "4 runs: 0 done, 4 to run (slurm executor)" in out.stdout
     assert out.stdout.count("submitted array") == 1 and "4 runs" in out.stdout
     assert out.stdout.count("  done ") == 4
-    table = pd.read_csv(tmp_path / "reports" / "arr.csv")
-    assert list(table["variant"]) == ["none", "pam"] and list(table["n"]) == [2, 2]
+    table = pd.read_csv(tmp_path / "reports" / "arr" / "main.csv")
+    assert list(table["Method"]) == ["none", "pam"] and list(table["n"]) == [2, 2]
     jobs = {
         json.loads(p.read_text())["job_id"] for p in (tmp_path / "runs" / "arr").glob("*/job.json")
     }

@@ -70,10 +70,12 @@ def test_sweep_runs_skips_and_resumes(tmp_path):
     assert "4 runs: 0 done, 4 to run (2 at once, local executor)" in first.stdout
     df, problems = collect(tmp_path / "runs")
     assert len(df) == 4 and not problems
-    table = pd.read_csv(tmp_path / "reports" / "mini.csv")
-    assert list(table["variant"]) == ["none", "pam"] and list(table["n"]) == [2, 2]
-    assert (tmp_path / "reports" / "mini.png").stat().st_size > 1000
-    assert "| none " in (tmp_path / "reports" / "mini.md").read_text()
+    report = tmp_path / "reports" / "mini"
+    table = pd.read_csv(report / "main.csv")
+    assert list(table["Method"]) == ["none", "pam"] and list(table["n"]) == [2, 2]
+    assert table["GFLOPs"].notna().all() and table["Mem (MB)"].notna().all()
+    assert (report / "miou_vs_gflops.png").stat().st_size > 1000
+    assert "| none " in (report / "main.md").read_text() and "| pam " in first.stdout
 
     # An interrupted run: no result.json, a checkpoint at iteration 2.
     victim = sorted((tmp_path / "runs" / "mini").glob("pam-*-s1-*"))[0]

@@ -49,7 +49,7 @@ def test_result_json_fields(tiny_cfg, tmp_path):
         "pixel_accuracy",
         "params",
         "train_time_s",
-        "peak_memory_mb",
+        "cost",
         "versions",
         "git",
         "device",
@@ -152,14 +152,17 @@ def test_tensorboard_events_follow_the_run_and_its_resume(tiny_cfg, tmp_path):
     events = EventAccumulator(str(tmp_path / "r" / "tb"))
     events.Reload()
     tags = events.Tags()["scalars"]
-    for tag in ("train/loss", "train/lr", "train/images_per_s", "train/peak_memory_mb",
-                "val/miou_whole"):  # fmt: skip
+    for tag in ("train/loss", "train/lr", "train/images_per_s", "val/miou_whole",
+                "hparam/miou_whole", "hparam/gmacs", "hparam/train_peak_mb"):  # fmt: skip
         assert tag in tags, tag
     # one point per logged iteration: the resumed run does not repeat steps 1-2
     assert [e.step for e in events.Scalars("train/loss")] == [1, 2, 3, 4]
     log = [json.loads(x) for x in (tmp_path / "r" / "log.jsonl").read_text().splitlines()]
     final = [x["miou"] for x in log if x.get("event") == "eval"][0]
-    assert events.Scalars("val/miou_whole")[0].value == pytest.approx(final)
+    assert events.Scalars("val/miou_whole")[0].value == pytest.approx(100 * final)  # percent
+    assert events.Scalars("hparam/miou_whole")[0].value == pytest.approx(100 * final)
+    hparams = (tmp_path / "r" / "tb").glob("events.out.tfevents.*")
+    assert any(b"model.variant" in p.read_bytes() for p in hparams)  # the config, for HPARAMS
 
 
 @pytest.mark.parametrize("tensorboard", [True, False])

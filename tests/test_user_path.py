@@ -133,7 +133,7 @@ def test_make_sweep_local_twice_with_the_default_runs_folder(clone):
     grid = _grid(clone.parent)
     first = _make(clone, "sweep", f"GRID={grid}").stdout
     assert "4 runs: 0 done, 4 to run" in first and first.count("  done ") == 4, first
-    assert (clone / "reports" / "tiny.md").is_file()
+    assert (clone / "reports" / "tiny" / "main.md").is_file()
     _check_done_once(clone, "tiny")
     again = _make(clone, "sweep", f"GRID={grid}").stdout
     assert "4 runs: 4 done, 0 to run" in again and "  start " not in again, again

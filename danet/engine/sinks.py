@@ -12,9 +12,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import torch
 from tqdm import tqdm
-
-from danet.engine.step import peak_memory_mb
 
 
 class Sinks:
@@ -61,15 +60,40 @@ class Sinks:
                 self.board.add_scalar(f"train/loss_{name}", part, done)
             self.board.add_scalar("train/lr", lr, done)
             self.board.add_scalar("train/images_per_s", rate, done)
-            self.board.add_scalar("train/peak_memory_mb", peak_memory_mb(device)[0], done)
+            if device.type == "cuda":  # the run's cost in result.json has the CPU's
+                memory = torch.cuda.max_memory_allocated(device) / 2**20
+                self.board.add_scalar("train/peak_memory_mb", memory, done)
             self.logged, self.at = done, now
         self.bar.set_postfix(loss=f"{loss:.3f}")
 
     def evaluated(self, by_mode: dict[str, dict], iteration: int) -> None:
         for mode, metrics in by_mode.items():
             self.event(event="eval", iteration=iteration, mode=mode, miou=metrics["miou"])
-            if self.board:
-                self.board.add_scalar(f"val/miou_{mode}", metrics["miou"], iteration)
+            if self.board:  # in percent, as the tables
+                self.board.add_scalar(f"val/miou_{mode}", 100 * metrics["miou"], iteration)
+
+    def finished(self, config: dict[str, Any], result: dict[str, Any]) -> None:
+        """The run's config and final metrics as TensorBoard hparams, so that runs compare
+        in its HPARAMS view."""
+        if not self.board:
+            return
+        metrics = {f"hparam/miou_{m}": 100 * v["miou"] for m, v in result["eval"].items()}
+        for key in ("gmacs", "train_peak_mb", "latency_ms"):
+            if (result.get("cost") or {}).get(key) is not None:
+                metrics[f"hparam/{key}"] = result["cost"][key]
+        self.board.add_hparams(_scalars(config), metrics, run_name=".")
+
+
+def _scalars(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """A nested config as TensorBoard hparams: dotted keys; lists and other values as text."""
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            out.update(_scalars(value, f"{prefix}{key}."))
+        else:
+            plain = isinstance(value, (bool, int, float, str))
+            out[f"{prefix}{key}"] = value if plain else str(value)
+    return out
 
 
 def _board(run_dir: Path, start: int):

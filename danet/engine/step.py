@@ -4,8 +4,6 @@ the step that `danet.engine.train` runs and `danet bench` times, so both time th
 
 from __future__ import annotations
 
-import resource
-
 import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
@@ -118,9 +116,3 @@ def train_step(
     scaler.step(optimizer)  # skips the step when fp16 gradients overflowed
     scaler.update()
     return loss, parts
-
-
-def peak_memory_mb(device: torch.device) -> tuple[float, str]:
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**20, "cuda max_memory_allocated"
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "process peak RSS (ru_maxrss)"

@@ -14,6 +14,7 @@ write result.json).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import time
 from dataclasses import dataclass
@@ -27,7 +28,7 @@ from danet import config as C
 from danet.checks import check_config
 from danet.data import build_dataset
 from danet.data.sampler import seed_from
-from danet.engine import checkpoint, distributed, run_lock, speed, step
+from danet.engine import checkpoint, cost, distributed, run_lock, speed, step
 from danet.engine.evaluate import evaluate, metrics_dict
 from danet.engine.preemption import Preemption
 from danet.engine.sinks import Sinks
@@ -199,6 +200,8 @@ def train(
                 shown = float(distributed.all_sum(loss.detach().clone(), info)) / info.world_size
                 sinks.train(done, shown, parts, lr, clock(), cfg.train.batch_size, r.device)
             sinks.bar.update()
+            if cfg.eval.every and done % cfg.eval.every == 0 and done < total:
+                validate(r, done, sinks)  # before the checkpoint: a resumed run has it
             if done % cfg.train.checkpoint_every == 0 or done in (total, stop_after):
                 save(r, done, clock())
         if done == stop_after and done < total:
@@ -207,33 +210,63 @@ def train(
     return clock()
 
 
-def finish(r: Run, train_time: float, sinks: Sinks) -> dict:
-    """Evaluate in every eval mode (images split over the processes, counts summed), then
-    write result.json: last, whatever the sinks, as its presence marks the run done."""
-    t0 = time.perf_counter()
+def evaluate_split(r: Run, modes: tuple[str, ...]) -> dict[str, dict]:
+    """Metrics of the validation split in each mode (images split over the processes,
+    counts summed)."""
     shard, world = r.val_set, r.info.world_size
     if world > 1:  # each process scores every world-th image
         shard = Subset(r.val_set, range(r.info.rank, len(r.val_set), world))
         shard.same_size = getattr(r.val_set, "same_size", False)
     cfg, classes = r.cfg, r.train_set.classes
     cms = evaluate(
-        r.model, shard, len(classes), r.device, cfg.eval, cfg.data.crop_size,
-        r.train_set.ignore_index, num_workers=cfg.data.num_workers, amp=cfg.train.amp,
+        r.model, shard, len(classes), r.device, dataclasses.replace(cfg.eval, modes=modes),
+        cfg.data.crop_size, r.train_set.ignore_index, num_workers=cfg.data.num_workers,
+        amp=cfg.train.amp,
     )  # fmt: skip
     for cm in cms.values():
         distributed.all_sum(cm.mat, r.info)
-    by_mode = {mode: metrics_dict(cm, classes) for mode, cm in cms.items()}
-    result = record(r, by_mode, train_time, time.perf_counter() - t0)
-    sinks.evaluated(by_mode, cfg.train.iterations)
+    return {mode: metrics_dict(cm, classes) for mode, cm in cms.items()}
+
+
+def validate(r: Run, iteration: int, sinks: Sinks) -> None:
+    """Periodic validation (eval.every) in the first eval mode, logged. The random state is
+    put back afterwards, so training goes on exactly as it would without it."""
+    cuda = [r.device] if r.device.type == "cuda" else []
+    with torch.random.fork_rng(devices=cuda, device_type=r.device.type):
+        sinks.evaluated(evaluate_split(r, r.cfg.eval.modes[:1]), iteration)
+
+
+def finish(r: Run, train_time: float, sinks: Sinks) -> dict:
+    """Evaluate in every eval mode, measure the model's cost, then write result.json: last,
+    whatever the sinks, as its presence marks the run done."""
+    t0 = time.perf_counter()
+    by_mode = evaluate_split(r, r.cfg.eval.modes)
+    eval_time = time.perf_counter() - t0
+    spent = measure_cost(r) if r.main else None
+    result = record(r, by_mode, train_time, eval_time, spent)
+    sinks.evaluated(by_mode, r.cfg.train.iterations)
+    sinks.finished(C.to_dict(r.cfg), result)
     if r.main:
         atomic_write_json(r.run_dir / "result.json", result)
     return result
 
 
-def record(r: Run, by_mode: dict[str, dict], train_time: float, eval_time: float) -> dict:
-    """result.json (schema 1, docs/result-schema.md): what ran, its metrics, its provenance."""
+def measure_cost(r: Run) -> dict:
+    """What this run's model costs at its inputs (danet.engine.cost), measured once per model
+    and input: the seeds of a variant share it through RUN_DIR/../.cost/."""
+    world, classes = r.info.world_size, len(r.train_set.classes)
+    shape = cost.eval_input(r.cfg, r.val_set)
+    key = cost.measure_key(r.cfg, [shape, cost.train_input(r.cfg, world)], r.device)
+    make = lambda: cost.measure(r.model, r.cfg, classes, shape, r.device, world)  # noqa: E731
+    return cost.cached_measure(r.run_dir.parent / ".cost", key, make)
+
+
+def record(
+    r: Run, by_mode: dict[str, dict], train_time: float, eval_time: float, spent: dict | None
+) -> dict:
+    """result.json (schema 1, docs/result-schema.md): what ran, its metrics, its cost, its
+    provenance."""
     cfg, world = r.cfg, r.info.world_size
-    memory, memory_kind = step.peak_memory_mb(r.device)
     return {
         "schema": RESULT_SCHEMA, "run_id": r.run_dir.name, "config": C.to_dict(cfg),
         "variant": cfg.model.variant, "head": "dual" if r.model.head.num_outputs == 3 else "single",
@@ -249,7 +282,7 @@ def record(r: Run, by_mode: dict[str, dict], train_time: float, eval_time: float
         "sync_bn": world > 1 and cfg.train.sync_bn,
         "speed": speed.record(cfg, r.device),  # the speed options in effect (docs/speed.md)
         "train_time_s": train_time, "eval_time_s": eval_time,
-        "peak_memory_mb": memory, "peak_memory_kind": memory_kind,  # of rank 0's process
+        "cost": spent,  # params, GMACs, training peak memory, latency (docs/result-schema.md)
         "versions": versions(),
         "git": git_state(),  # of the code that ran: a sweep's snapshot on Slurm
         "code_dir": str(Path(__file__).resolve().parents[2]),

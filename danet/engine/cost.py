@@ -1,0 +1,375 @@
+"""What a model costs, counted and measured for one exact model and input: parameters,
+forward multiply-adds, peak tensor memory and latency. A run records it in result.json
+(`cost`, docs/result-schema.md); `danet profile` and the benchmarks count with the same code.
+
+Multiply-adds: fvcore's FlopCountAnalysis (1 flop = 1 multiply-add) restricted to products
+(conv, linear, matmul/bmm, addmm/baddbmm, einsum), with handles added here for what fvcore
+misses: `aten::scaled_dot_product_attention`, the CPU chunked attention
+(`prim::PythonOp._ChunkedAttention`, variants.attention_ops) and an exact einsum (fvcore's
+own parses numpy's rounded printout). FlopCounterMode (2 per multiply-add) cross-checks it.
+
+Memory: the most tensor memory alive at once while a step runs. On a GPU CUDA's allocator
+statistics; on the CPU torch's MemTracker, a dispatch mode that follows every tensor storage
+(the process's RSS would count the allocator's and libraries' memory, the same for every
+variant).
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import logging
+import math
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+import variants
+from danet import config as C
+from danet.engine import distributed, speed, step
+from danet.utils import atomic_write_json, device_name
+
+# fvcore's operator names (by_operator keys) that are multiply-add products
+PRODUCT_OPERATORS = frozenset(
+    {
+        "conv",
+        "linear",
+        "matmul",
+        "bmm",
+        "addmm",
+        "baddbmm",
+        "einsum",
+        "scaled_dot_product_attention",
+        "PythonOp._ChunkedAttention",
+    }
+)
+ATTENTION_SLOTS = ("sa", "sc")  # the DANet head's attention modules (danet.models.head)
+LATENCY_REPEATS = 10
+
+
+# ---------------------------------------------------------------- counting
+
+
+def _shapes(inputs) -> list[list[int] | None]:
+    from fvcore.nn.jit_handles import get_shape
+
+    return [get_shape(v) for v in inputs]
+
+
+def sdpa_macs(q: Sequence[int], k: Sequence[int], v: Sequence[int]) -> int:
+    """softmax(Q K^T) V multiply-adds: q ... x L x E, k ... x S x E, v ... x S x Ev."""
+    batch = math.prod(q[:-2])
+    return batch * q[-2] * k[-2] * (q[-1] + v[-1])
+
+
+def _sdpa_handle(inputs, outputs) -> int:
+    q, k, v = _shapes(inputs)[:3]
+    return sdpa_macs(q, k, v)
+
+
+def _chunked_attention_handle(inputs, outputs) -> int:
+    """variants.attention_ops._ChunkedAttention(q B x N x d, k B x d x M, v B x C x M)."""
+    q, k, v = _shapes(inputs)[:3]
+    b, n, d = q
+    return b * n * k[2] * (d + v[1])
+
+
+def einsum_macs(equation: str, shapes: Sequence[Sequence[int]]) -> int:
+    """Exact multiply-adds of a two-operand einsum evaluated directly: the product of the
+    sizes of every distinct index (a one-operand einsum is a reduction: no products)."""
+    lhs = equation.replace(" ", "").split("->")[0].split(",")
+    if len(lhs) < 2:
+        return 0
+    sizes: dict[str, int] = {}
+    for letters, shape in zip(lhs, shapes):
+        for letter, dim in zip(letters, shape):
+            sizes[letter] = dim
+    return math.prod(sizes.values())
+
+
+def _einsum_handle(inputs, outputs) -> int:
+    equation = inputs[0].toIValue()
+    shapes = _shapes(list(inputs[1].node().inputs()))
+    return einsum_macs(equation, shapes)
+
+
+HANDLES: dict[str, Callable] = {
+    "aten::scaled_dot_product_attention": _sdpa_handle,
+    "prim::PythonOp._ChunkedAttention": _chunked_attention_handle,
+    "aten::einsum": _einsum_handle,
+}
+
+
+def fvcore_analysis(module: nn.Module, inputs: tuple):
+    """fvcore's FlopCountAnalysis with this module's handles added and warnings silenced."""
+    from fvcore.nn import FlopCountAnalysis
+
+    logging.getLogger("fvcore").setLevel(logging.ERROR)
+    analysis = FlopCountAnalysis(module, inputs).set_op_handle(**HANDLES)
+    analysis.unsupported_ops_warnings(False).uncalled_modules_warnings(False)
+    return analysis
+
+
+def fvcore_counts(
+    module: nn.Module, inputs: tuple, submodules: Sequence[str] = ()
+) -> dict[str, Any]:
+    """{'macs': products only, 'macs_all': fvcore's total, 'by_operator', 'skipped', and
+    'by_module': {name: products} for each of `submodules` (fvcore's dotted names)}."""
+    with torch.no_grad():
+        analysis = fvcore_analysis(module, inputs)
+        by_op = dict(analysis.by_operator())
+        per_module = analysis.by_module_and_operator() if submodules else {}
+    products = lambda ops: float(sum(v for k, v in ops.items() if k in PRODUCT_OPERATORS))  # noqa: E731
+    return {
+        "macs": products(by_op),
+        "macs_all": float(sum(by_op.values())),
+        "by_operator": by_op,
+        "by_module": {name: products(per_module.get(name, {})) for name in submodules},
+        "skipped": dict(analysis.unsupported_ops()),
+    }
+
+
+def count_macs(module: nn.Module, inputs: torch.Tensor | tuple) -> float:
+    """Multiply-adds of one forward: fvcore + handles, products only (module docstring).
+    fvcore traces with real tensors (not meta), so keep inputs modest on the CPU."""
+    inputs = inputs if isinstance(inputs, tuple) else (inputs,)
+    return fvcore_counts(module, inputs)["macs"]
+
+
+def flopcounter_flops(
+    module: nn.Module, inputs: torch.Tensor | tuple, by_op: bool = False
+) -> float | tuple[float, dict[str, float]]:
+    """FlopCounterMode's FLOPs (2 per multiply-add) of one forward; works on meta tensors."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    inputs = inputs if isinstance(inputs, tuple) else (inputs,)
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        module(*inputs)
+    total = float(counter.get_total_flops())
+    if not by_op:
+        return total
+    ops = {str(k).split(".")[-1]: float(v) for k, v in counter.get_flop_counts()["Global"].items()}
+    return total, ops
+
+
+def params_of(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+# ---------------------------------------------------------------- memory
+
+
+def _tensor_bytes(objects: Sequence[Any]) -> int:
+    """Bytes of the tensors held by modules (parameters, buffers), optimisers and tensors."""
+    seen: dict[int, int] = {}
+    for obj in objects:
+        if isinstance(obj, nn.Module):
+            tensors = [*obj.parameters(), *obj.buffers()]
+        elif isinstance(obj, torch.optim.Optimizer):
+            tensors = [t for s in obj.state.values() for t in s.values() if torch.is_tensor(t)]
+        else:
+            tensors = [obj]
+        for t in tensors:
+            seen[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+    return sum(seen.values())
+
+
+def peak_memory_mb(
+    step_fn: Callable[[], Any], device: torch.device, *external: Any, beyond: bool = False
+) -> tuple[float, str]:
+    """(MiB, method): the most tensor memory alive at once while step_fn() runs, counting the
+    `external` modules, optimisers and tensors it uses (the model, its optimiser, the input)
+    and everything step_fn allocates; with `beyond`, only what exceeds those externals."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        base = torch.cuda.memory_allocated(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        step_fn()
+        torch.cuda.synchronize(device)
+        extra = torch.cuda.max_memory_allocated(device) - base
+        held = 0 if beyond else _tensor_bytes(external)
+        return (extra + held) / 2**20, "cuda max_memory_allocated"
+    # torch's own tracker (a dispatch mode that follows every storage); private but pinned
+    from torch.distributed._tools.mem_tracker import MemTracker
+
+    tracker = MemTracker()
+    tracker.track_external(*external)
+    with tracker:
+        step_fn()
+    snapshot = tracker.get_tracker_snapshot("peak")[device]
+    total = snapshot["Total"]
+    if beyond:  # parameters, buffers, optimiser state and the other tensors passed in
+        total -= _tensor_bytes(external)
+    return total / 2**20, "MemTracker (CPU tensor storages)"
+
+
+# ---------------------------------------------------------------- one run's model
+
+
+def attention_names(model: nn.Module) -> list[str]:
+    """Dotted names of the head's attention modules (none for the identity)."""
+    head = model.head
+    return [
+        f"head.{slot}"
+        for slot in ATTENTION_SLOTS
+        if hasattr(head, slot) and not isinstance(getattr(head, slot), variants.Identity)
+    ]
+
+
+def local_batchnorm(model: nn.Module) -> nn.Module:
+    """SyncBatchNorm layers replaced by BatchNorm2d with their state, in place: only the
+    writing process measures, and a synchronised layer would wait for the others."""
+    for name, child in model.named_children():
+        if isinstance(child, nn.SyncBatchNorm):
+            bn = nn.BatchNorm2d(child.num_features, child.eps, child.momentum, child.affine,
+                                child.track_running_stats)  # fmt: skip
+            bn.load_state_dict(child.state_dict())
+            setattr(model, name, bn.to(next(child.buffers()).device))
+        else:
+            local_batchnorm(child)
+    return model
+
+
+def without_attention(model: nn.Module) -> nn.Module:
+    """A copy of the model with each attention module replaced by the identity."""
+    bare = copy.deepcopy(model)
+    for name in attention_names(bare):
+        slot = name.split(".")[-1]
+        setattr(bare.head, slot, variants.Identity(0))
+    return bare
+
+
+def eval_input(cfg: C.Config, val_set) -> tuple[int, int, int, int]:
+    """The input of one evaluation forward: the window for slide/msflip, else the first
+    validation image as evaluated (its own size, or eval.resize's)."""
+    mode = cfg.eval.modes[0]
+    if mode in ("slide", "msflip"):
+        crop = cfg.eval.crop_size or cfg.data.crop_size
+        h, w = (crop, crop) if isinstance(crop, int) else crop
+        return (1, 3, int(h), int(w))
+    image = val_set[0][0]
+    return (1, 3, int(image.shape[-2]), int(image.shape[-1]))
+
+
+def train_input(cfg: C.Config, world_size: int) -> tuple[int, int, int, int]:
+    crop = cfg.data.crop_size
+    h, w = (crop, crop) if isinstance(crop, int) else crop
+    return (cfg.train.batch_size // world_size, 3, int(h), int(w))
+
+
+def measure_key(cfg: C.Config, inputs: Sequence[Sequence[int]], device: torch.device) -> str:
+    """What the cost depends on: the model's config (not its weights), the inputs, the speed
+    options, the device and thread count, torch's version."""
+    model = {k: v for k, v in C.to_dict(cfg)["model"].items() if k != "pretrained"}
+    what = {
+        "model": model,
+        "inputs": [list(s) for s in inputs],
+        "train": {k: C.to_dict(cfg)["train"][k] for k in ("amp", "channels_last", "loss_weights")},
+        "device": device_name(device),
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+    }
+    return hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _training_peak(
+    model: nn.Module, cfg: C.Config, shape: Sequence[int], num_classes: int, device: torch.device
+) -> tuple[float, str]:
+    """Peak memory of one training step (forward, losses, backward, SGD update) of a copy
+    of the model, counting its parameters, gradients, optimiser state and the batch."""
+    net = copy.deepcopy(model).train()
+    optimizer = step.make_optimizer(net, cfg.train)
+    scaler = speed.grad_scaler(cfg.train, device)
+    gen = torch.Generator().manual_seed(0)
+    img = torch.randn(*shape, generator=gen).to(device)
+    lab = torch.randint(0, num_classes, (shape[0], *shape[2:]), generator=gen).to(device)
+
+    def one_step() -> None:
+        step.train_step(net, optimizer, scaler, (img, lab), cfg, -1, distributed.SINGLE, device)
+
+    return peak_memory_mb(one_step, device, net, optimizer, img, lab)
+
+
+def latency_ms(model: nn.Module, shape: Sequence[int], device: torch.device, repeats: int) -> float:
+    """Median time (ms) of a batch-1 forward in eval mode, after one warm-up pass."""
+    from torch.utils import benchmark
+
+    x = torch.randn(*shape, device=device)
+    model.eval()
+
+    def forward() -> None:
+        with torch.inference_mode():
+            model(x)
+        if x.is_cuda:
+            torch.cuda.synchronize(device)
+
+    forward()
+    timer = benchmark.Timer(
+        stmt="forward()", globals={"forward": forward}, num_threads=torch.get_num_threads()
+    )
+    return 1e3 * statistics.median(timer.timeit(1).median for _ in range(repeats))
+
+
+def measure(
+    model: nn.Module,
+    cfg: C.Config,
+    num_classes: int,
+    eval_shape: Sequence[int],
+    device: torch.device,
+    world_size: int = 1,
+    repeats: int = LATENCY_REPEATS,
+) -> dict[str, Any]:
+    """The `cost` record of result.json for this model (a single-process copy of the run's:
+    its weights are not changed) at the run's evaluation and training inputs."""
+    t0 = time.perf_counter()
+    model = local_batchnorm(copy.deepcopy(model)).eval()
+    names = attention_names(model)
+    eval_x = torch.randn(*eval_shape, device=device)
+    counts = fvcore_counts(model, (eval_x,), ["head", *names])
+    flops = flopcounter_flops(model, eval_x)
+    shape = train_input(cfg, world_size)
+    peak, method = _training_peak(model, cfg, shape, num_classes, device)
+    bare, _ = _training_peak(without_attention(model), cfg, shape, num_classes, device)
+    latency = latency_ms(model, eval_shape, device, repeats)
+    attention = [model.get_submodule(n) for n in names]
+    return {
+        "eval_input": list(eval_shape),
+        "params": params_of(model),
+        "params_head": params_of(model.head),
+        "params_attention": sum(params_of(m) for m in attention),
+        "gmacs": counts["macs"] / 1e9,
+        "gmacs_head": counts["by_module"]["head"] / 1e9,
+        "gmacs_attention": sum(counts["by_module"][n] for n in names) / 1e9,
+        "gflops_flopcounter": flops / 1e9,
+        "rel_diff": flops / (2 * counts["macs"]) - 1 if counts["macs"] else math.nan,
+        "train_input": list(shape),
+        "train_peak_mb": peak,
+        "train_peak_without_attention_mb": bare,
+        "attention_peak_mb": peak - bare,
+        "memory_method": method,
+        "latency_ms": latency,
+        "images_per_s": 1e3 / latency,
+        "latency_repeats": repeats,
+        "device": device_name(device),
+        "threads": torch.get_num_threads(),
+        "measure_time_s": time.perf_counter() - t0,
+    }
+
+
+def cached_measure(cache_dir: Path, key: str, make: Callable[[], dict]) -> dict[str, Any]:
+    """The cost for `key` from cache_dir, else make() and store it: the seeds of one variant
+    share a model and input, so only the first to finish measures."""
+    path = cache_dir / f"{key}.json"
+    try:
+        return {**json.loads(path.read_text()), "cached": True}
+    except (OSError, json.JSONDecodeError):
+        pass
+    cost = {**make(), "key": key}
+    atomic_write_json(path, cost)
+    return {**cost, "cached": False}
