@@ -55,7 +55,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         launcher_overrides,
         load_grid,
     )
-    from slurm.launch import check_seeds_until, launch, seeds_until
+    from slurm.launch import launch
+    from slurm.seeds_until import check_seeds_until, seeds_until
 
     grid = load_grid(args.grid)
     mine, overrides = launcher_overrides(args.overrides)

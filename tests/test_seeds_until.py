@@ -15,7 +15,7 @@ from analysis import stats
 from analysis.collect import collect
 from danet.cli import main
 from slurm.grid import expand, load_grid, with_seed
-from slurm.launch import added_runs, cell_key, next_seed, seeds_needed
+from slurm.seeds_until import added_runs, cell_key, next_seed, seeds_needed
 
 CONFIG = {
     "train": {"iterations": 2, "batch_size": 2, "threads": 1, "checkpoint_every": 100},
