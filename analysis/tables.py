@@ -167,45 +167,49 @@ def display_table(table: pd.DataFrame, compact: bool = False) -> pd.DataFrame:
     """The main table as strings: mIoU as 'mean ± half-width of its 95 % t-interval', Δ as
     '+d [lo, hi]', p, the verdict, and the cost; empty cells where a number is missing.
     Group columns with one value throughout are left out (constant_groups says them).
-    `compact`: variant, mIoU, Δ with verdict, GFLOPs, params, memory (the LaTeX table)."""
+    `compact` (the LaTeX table): variant, n, mIoU, Δ with its verdict, GFLOPs, params and
+    memory, one decimal for mIoU, so that it fits a page's width."""
     fixed = constant_groups(table)
     front = [c for c in ZOO_NAMES.values() if c in table and c not in fixed]
     shown = table[front].astype(str)
-    shown["n"] = table["n"].astype(str)
+    if not compact or table["n"].nunique() > 1:  # else the caption says n
+        shown["n"] = table["n"].astype(str)
+    f = ".1f" if compact else ".2f"
     shown["mIoU (%)"] = [
-        f"{m:.2f} ± {(hi - lo) / 2:.2f}" if lo == lo else _fmt(m)
+        f"{m:{f}} ± {(hi - lo) / 2:{f}}" if lo == lo else _fmt(m, f)
         for m, lo, hi in zip(table["mIoU"], table["mIoU CI low"], table["mIoU CI high"])
     ]
     delta = [
         ""
         if verdict == "baseline"
-        else (f"{d:+.2f} [{lo:+.2f}, {hi:+.2f}]" if lo == lo else _fmt(d, "+.2f"))
+        else (f"{d:+{f}} [{lo:+{f}}, {hi:+{f}}]" if lo == lo else _fmt(d, "+" + f))
         for d, lo, hi, verdict in zip(
             table["Δ mIoU"], table["Δ CI low"], table["Δ CI high"], table["Verdict"]
         )
     ]
-    verdict = table["Verdict"].where(table["Verdict"] != "baseline", "baseline")
+    verdict = table["Verdict"]
     if compact:
         shown["Δ mIoU [95% CI]"] = [f"{d} {v}" if d else v for d, v in zip(delta, verdict)]
+        columns = [("GFLOPs", ".3f"), ("Params (M)", ".3f"), ("Mem (MB)", ".1f")]
     else:
         shown["Δ mIoU [95% CI]"] = delta
         shown["p (Holm)"] = table["p (Holm)"].map(lambda x: _fmt(x, ".3f"))
         shown["verdict"] = verdict
         if "mIoU(ms+flip)" in table:
             shown["mIoU(ms+flip)"] = table["mIoU(ms+flip)"].map(_fmt)
-    columns = [("GFLOPs", ".3f"), ("Attn GFLOPs", ".3f"), ("Params (M)", ".3f"),
-               ("Attn params (K)", ".1f"), ("Mem (MB)", ".1f"), ("Attn mem (MB)", ".1f"),
-               ("Latency (ms)", ".1f")]  # fmt: skip
-    if compact:
-        columns = [("GFLOPs", ".3f"), ("Params (M)", ".3f"), ("Mem (MB)", ".1f")]
+        columns = [("GFLOPs", ".3f"), ("Attn GFLOPs", ".3f"), ("Params (M)", ".3f"),
+                   ("Attn params (K)", ".1f"), ("Mem (MB)", ".1f"), ("Attn mem (MB)", ".1f"),
+                   ("Latency (ms)", ".1f")]  # fmt: skip
     for col, spec in columns:
         shown[col] = table[col].map(lambda x, s=spec: _fmt(x, s))
     return shown
 
 
 def per_class_display(table: pd.DataFrame) -> pd.DataFrame:
+    """IoU per class as strings; group columns with one value throughout left out."""
     front = [c for c in ZOO_NAMES.values() if c in table]
-    shown = table[front].astype(str)
+    fixed = constant_groups(table)
+    shown = table[[c for c in front if c not in fixed]].astype(str)
     for c in table.columns[len(front) :]:
         shown[c] = table[c].map(lambda x: _fmt(x, ".1f"))
     return shown
@@ -221,6 +225,8 @@ def to_latex(shown: pd.DataFrame, caption: str = "", label: str = "") -> str:
         hrules=True, caption=caption or None, label=label or None, column_format=align,
         position="t", position_float="centering",
     )  # fmt: skip
+    narrow = "\\footnotesize\n\\setlength{\\tabcolsep}{4pt}\n"  # fits a page's text width
+    tex = tex.replace("\\centering\n", "\\centering\n" + narrow, 1)
     return tex.replace("±", r"$\pm$").replace("Δ", r"$\Delta$")
 
 

@@ -222,20 +222,6 @@ def attention_names(model: nn.Module) -> list[str]:
     ]
 
 
-def local_batchnorm(model: nn.Module) -> nn.Module:
-    """SyncBatchNorm layers replaced by BatchNorm2d with their state, in place: only the
-    writing process measures, and a synchronised layer would wait for the others."""
-    for name, child in model.named_children():
-        if isinstance(child, nn.SyncBatchNorm):
-            bn = nn.BatchNorm2d(child.num_features, child.eps, child.momentum, child.affine,
-                                child.track_running_stats)  # fmt: skip
-            bn.load_state_dict(child.state_dict())
-            setattr(model, name, bn.to(next(child.buffers()).device))
-        else:
-            local_batchnorm(child)
-    return model
-
-
 def without_attention(model: nn.Module) -> nn.Module:
     """A copy of the model with each attention module replaced by the identity."""
     bare = copy.deepcopy(model)
@@ -325,10 +311,11 @@ def measure(
     world_size: int = 1,
     repeats: int = LATENCY_REPEATS,
 ) -> dict[str, Any]:
-    """The `cost` record of result.json for this model (a single-process copy of the run's:
-    its weights are not changed) at the run's evaluation and training inputs."""
+    """The `cost` record of result.json for this model at the run's evaluation and training
+    inputs, measured on copies (the model's weights are not changed). A model with
+    synchronised BatchNorm would wait for the other processes: pass a single-process one."""
     t0 = time.perf_counter()
-    model = local_batchnorm(copy.deepcopy(model)).eval()
+    model = copy.deepcopy(model).eval()
     names = attention_names(model)
     eval_x = torch.randn(*eval_shape, device=device)
     counts = fvcore_counts(model, (eval_x,), ["head", *names])

@@ -257,7 +257,14 @@ def measure_cost(r: Run) -> dict:
     world, classes = r.info.world_size, len(r.train_set.classes)
     shape = cost.eval_input(r.cfg, r.val_set)
     key = cost.measure_key(r.cfg, [shape, cost.train_input(r.cfg, world)], r.device)
-    make = lambda: cost.measure(r.model, r.cfg, classes, shape, r.device, world)  # noqa: E731
+
+    def make() -> dict:
+        model = r.model
+        if world > 1:  # a single-process twin: synchronised BatchNorm would wait for the others
+            model = step.build_model(r.cfg, classes, r.device)[0]
+            model.load_state_dict(r.model.state_dict())
+        return cost.measure(model, r.cfg, classes, shape, r.device, world)
+
     return cost.cached_measure(r.run_dir.parent / ".cost", key, make)
 
 
