@@ -165,8 +165,9 @@ def constant_groups(table: pd.DataFrame) -> dict[str, str]:
 
 def display_table(table: pd.DataFrame, compact: bool = False) -> pd.DataFrame:
     """The main table as strings: mIoU as 'mean ± half-width of its 95 % t-interval', Δ as
-    '+d [lo, hi]', p, the verdict, and the cost; empty cells where a number is missing.
-    Group columns with one value throughout are left out (constant_groups says them).
+    '+d [lo, hi]', the test (paired-t or welch), Holm's p, the verdict, and the cost; empty
+    cells where a number is missing. Group columns with one value throughout are left out
+    (constant_groups says them).
     `compact` (the LaTeX table): variant, n, mIoU, Δ with its verdict, GFLOPs, params and
     memory, one decimal for mIoU, so that it fits a page's width."""
     fixed = constant_groups(table)
@@ -193,6 +194,7 @@ def display_table(table: pd.DataFrame, compact: bool = False) -> pd.DataFrame:
         columns = [("GFLOPs", ".3f"), ("Params (M)", ".3f"), ("Mem (MB)", ".1f")]
     else:
         shown["Δ mIoU [95% CI]"] = delta
+        shown["test"] = table["CI method"].where(table["CI method"] != "baseline", "")
         shown["p (Holm)"] = table["p (Holm)"].map(lambda x: _fmt(x, ".3f"))
         shown["verdict"] = verdict
         if "mIoU(ms+flip)" in table:

@@ -320,6 +320,7 @@ def test_tables(fixture_dir, capsys):
     assert "| Method " in md and "| Crop Size " not in md and "| Latency (ms) " in md
     assert f"73.00 ± {half:.2f}" in md and "+11.00 [+8.52, +13.48]" in md
     assert "+0.67 [-5.58, +6.92]" in md and "| inconclusive " in md
+    assert "| paired-t " in md and "| welch " in md  # the test of each row
     per = pd.read_csv(out / "per_class.csv").set_index("Method")
     assert per.loc["none", "road"] == pytest.approx(67.0)
     assert per.loc["pam", "car"] == pytest.approx(68.0)
