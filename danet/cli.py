@@ -143,7 +143,8 @@ def _report(runs: Path, out: Path, order: list[str] | None = None) -> None:
     print(f"\n{fixed}\n" if fixed else "")
     print(display_table(main).to_markdown(index=False, disable_numparse=True))
     for note in notes:
-        print(f"note: {note}", file=sys.stderr)
+        if not note.startswith("scaling"):  # a figure of `danet profile`'s sizes, not of runs
+            print(f"note: {note}", file=sys.stderr)
     figures = sorted({p.stem for p in written})
     print(f"\nwrote {out}/: main.md .csv .tex, per_class.md .csv .tex; figures (.png .svg): "
           f"{', '.join(figures)}")  # fmt: skip

@@ -53,7 +53,7 @@ class ModelConfig:
 
 @dataclass
 class TrainConfig:
-    iterations: int = 1200  # the built-in dataset on a CPU: about 2 minutes (README)
+    iterations: int = 1200  # built-in dataset: every variant learns both cues (README)
     batch_size: int = 4  # total per optimizer step
     lr: float = 0.01  # backbone lr; the head gets lr * head_lr_mult (DANet: x10)
     head_lr_mult: float = 10.0  # DANet's official code: the head learns 10x faster
