@@ -333,15 +333,20 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default="reports/profile.csv")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--variants", nargs="+", default=None, help="default: all registered")
+    p.add_argument(
+        "--plugins", nargs="+", default=[], help="your modules or .py files (config: plugins)"
+    )
     p.add_argument("--scopes", nargs="+", default=list(SCOPES), choices=SCOPES)
     p.add_argument("--sizes", type=int, nargs="+", default=None)
     p.add_argument("--repeats", type=int, default=None, help="default: 3 on CPU, 10 on GPU")
     p.add_argument("--full", action="store_true", help="measure the whole model on the CPU too")
     p.add_argument("--no-measure", action="store_true", help="count only (no memory/latency)")
     args = p.parse_args(argv)
+    from danet import plugins
     from danet.errors import DanetError
 
     try:
+        plugins.load(plugins.resolve(args.plugins))
         for name in args.variants or ():
             variants.info(name)
     except DanetError as e:  # names the valid ones

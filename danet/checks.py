@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import variants
 from danet import config as C
+from danet import plugins
 from danet.data import check_data_config
 from danet.data.transforms import pair
 from danet.engine import speed
@@ -17,7 +18,9 @@ from danet.models.head import head_branches
 
 
 def check_config(cfg: C.Config) -> None:
-    """Semantic checks that need the registries; cheap, so a sweep checks every run up front."""
+    """Semantic checks that need the registries; cheap, so a sweep checks every run up front.
+    Loads the config's plugins first (their variants join the registry)."""
+    plugins.load(cfg.plugins)
     if cfg.model.backbone not in BACKBONES:
         raise unknown_choice("model.backbone", cfg.model.backbone, BACKBONES)
     if cfg.model.variant not in variants.available():
@@ -27,6 +30,8 @@ def check_config(cfg: C.Config) -> None:
         branches, variants.branch_options(cfg.model.variant, cfg.model.variant_opts)
     ):
         variants.create(branch, 8, **opts)  # checks option names, types and ranges
+        if not variants.is_builtin(branch):  # a plugin: it must keep (B, C, H, W)
+            variants.check_shape(branch, opts)
     check_data_config(cfg.data)
     positive = {
         "train.iterations": cfg.train.iterations,

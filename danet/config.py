@@ -24,6 +24,7 @@ class DataConfig:
     root: str = ""  # a downloaded dataset's folder; empty: data/<name>
     train_split: str = "train"  # voc: train | trainaug (with SBD) | trainval
     val_split: str = "val"  # the split evaluated at the end of training
+    ignore_index: int = 255  # folder: the label value of unlabelled pixels (not a class)
     setting: str = "context"  # synthetic only. context: pairs told apart by distant cues; local
     image_size: int = 176  # synthetic: larger than the default backbone's receptive field
     train_size: int = 1600  # synthetic: images are generated on the fly from (seed, split, index)
@@ -93,6 +94,9 @@ class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    # your own attention modules: importable module names (my_pkg.attention) or .py files
+    # (relative: to the grid/config file naming them) whose import calls variants.register
+    plugins: tuple[str, ...] = ()
 
 
 def to_dict(cfg: Config) -> dict[str, Any]:
@@ -201,8 +205,11 @@ def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def apply(cfg: Config, overrides: dict[str, Any], source: str) -> Config:
-    """Return a copy of cfg with dotted-key overrides applied, each checked against its type."""
+def apply(
+    cfg: Config, overrides: dict[str, Any], source: str, base: Path | None = None
+) -> Config:
+    """Return a copy of cfg with dotted-key overrides applied, each checked against its type.
+    Relative plugin files are made absolute against `base` (default: the current directory)."""
     keys = flat_keys()
     cfg = dataclasses.replace(
         cfg,
@@ -222,7 +229,12 @@ def apply(cfg: Config, overrides: dict[str, Any], source: str) -> Config:
         target = cfg
         for p in parents:
             target = getattr(target, p)
-        setattr(target, leaf, coerce(key, value, keys[key], source))
+        value = coerce(key, value, keys[key], source)
+        if key == "plugins":
+            from danet.plugins import resolve
+
+            value = resolve(value, base)
+        setattr(target, leaf, value)
     return cfg
 
 
@@ -286,7 +298,7 @@ def build(file: str | Path | None = None, overrides: list[str] | None = None) ->
     """Defaults, then a YAML file's keys, then command-line `key=value` overrides."""
     cfg = Config()
     if file:
-        cfg = apply(cfg, flatten(load_yaml(file)), str(file))
+        cfg = apply(cfg, flatten(load_yaml(file)), str(file), Path(file).parent)
     return apply(cfg, parse_overrides(overrides or []), "command line")
 
 
@@ -299,7 +311,10 @@ def run_id(cfg: Config) -> str:
     import hashlib
     import json
 
-    digest = hashlib.sha1(json.dumps(to_dict(cfg), sort_keys=True).encode()).hexdigest()[:8]
+    d = to_dict(cfg)
+    if not d["plugins"]:  # no plugins: the ids that runs had before the key existed
+        del d["plugins"]
+    digest = hashlib.sha1(json.dumps(d, sort_keys=True).encode()).hexdigest()[:8]
     return f"{cfg.model.variant}-{cfg.model.backbone}-{cfg.data.name}-s{cfg.seed}-{digest}"
 
 

@@ -7,6 +7,8 @@ A grid file has four keys:
             a dotted config key with plain values, or any name with mappings of config keys
             as values (a bundle: keys that change together, e.g. a variant and its lr)
   launcher: how to launch (see Launcher)
+A top-level `plugins:` list is the config key `plugins` (your own attention modules), as in
+`config:`; relative .py paths are resolved against the grid file's folder.
 """
 
 from __future__ import annotations
@@ -66,7 +68,7 @@ class Grid:
     launcher: Launcher
 
 
-TOP_KEYS = ("name", "config", "grid", "launcher")
+TOP_KEYS = ("name", "config", "grid", "launcher", "plugins")
 
 
 def load_grid(path: str | Path) -> Grid:
@@ -99,6 +101,11 @@ def load_grid(path: str | Path) -> Grid:
                 f"{path}: grid axis '{key}' is not a config key{did_you_mean(key, keys)}; "
                 "an axis of other name needs mappings of config keys as values"
             )
+    if data.get("plugins"):  # the same as config: {plugins: [...]}, added to its entries
+        extra = data["plugins"]
+        if not isinstance(extra, list):
+            raise DanetError(f"{path}: 'plugins' must be a list of modules or .py files")
+        base = {**base, "plugins": [*(C.flatten(base).get("plugins") or []), *extra]}
     launcher = _launcher(data.get("launcher") or {}, path)
     return Grid(name, path, base, axes, launcher)
 
@@ -134,7 +141,7 @@ def _launcher(d: dict[str, Any], path: Path | str) -> Launcher:
 
 def expand(grid: Grid, runs_root: Path, overrides: list[str] | None = None) -> list[RunSpec]:
     """One RunSpec per grid point, in the file's axis order; each config checked up front."""
-    base = C.apply(C.Config(), C.flatten(grid.base), f"{grid.path} (config)")
+    base = C.apply(C.Config(), C.flatten(grid.base), f"{grid.path} (config)", grid.path.parent)
     base = C.apply(base, C.parse_overrides(overrides or []), "command line")
     keys = list(grid.axes)
     specs: list[RunSpec] = []
@@ -142,7 +149,7 @@ def expand(grid: Grid, runs_root: Path, overrides: list[str] | None = None) -> l
         point: dict[str, Any] = {}
         for key, value in zip(keys, values):
             point.update(C.flatten(value) if isinstance(value, dict) else {key: value})
-        cfg = C.apply(base, point, f"{grid.path} (grid)")
+        cfg = C.apply(base, point, f"{grid.path} (grid)", grid.path.parent)
         try:
             check_config(cfg)
         except DanetError as e:

@@ -55,6 +55,8 @@ def _raw(name: str, rng: np.random.Generator, size=SIZE) -> np.ndarray:
 def make_tree(name: str, root: Path, seed: int = 0) -> dict[str, list[np.ndarray]]:
     """Write a two-image train and val split of `name` under root; return the raw label
     maps written, per split, in the order the loader lists them (sorted ids)."""
+    if name == "camvid":
+        return make_camvid(root, seed)
     rng = np.random.default_rng(seed)
     written: dict[str, list[np.ndarray]] = {}
     for split, ids in NAMES[name].items():
@@ -119,4 +121,71 @@ def add_sbd(root: Path, seed: int = 1) -> dict[str, np.ndarray]:
         )
     (sbd / "train.txt").write_text(f"{SBD_ONLY[0]}\n{NAMES['voc']['train'][0]}\n")
     (sbd / "val.txt").write_text(f"{SBD_ONLY[1]}\n{NAMES['voc']['val'][0]}\n")
+    return written
+
+
+CAMVID_NAMES = {
+    "train": ["0001TP_006690", "0001TP_006720"],
+    "val": ["0016E5_07959", "0016E5_07961"],
+    "test": ["0001TP_008550"],
+}
+
+
+def make_camvid(root: Path, seed: int = 0) -> dict[str, list[np.ndarray]]:
+    """The SegNet tutorial's CamVid/ layout: {split}/*.png RGB images and {split}annot/*.png
+    single-channel maps of 0-10 (classes) and 11 (void), of the same file name."""
+    rng = np.random.default_rng(seed)
+    written: dict[str, list[np.ndarray]] = {}
+    for split, ids in CAMVID_NAMES.items():
+        written[split] = []
+        for i in ids:
+            raw = rng.integers(0, 12, SIZE, dtype=np.uint8)
+            written[split].append(raw)
+            _image(root / split / f"{i}.png", rng)
+            _label(root / f"{split}annot" / f"{i}.png", raw)
+        (root / f"{split}.txt").write_text(  # the tutorial's lists (absolute paths; unread)
+            "".join(f"/SegNet/CamVid/{split}/{i}.png /SegNet/CamVid/{split}annot/{i}.png\n"
+                    for i in ids)
+        )  # fmt: skip
+    return written
+
+
+FOLDER_CLASSES = ["background", "road", "traffic light"]
+FOLDER_COLOURS = [(0, 0, 0), (128, 64, 128), (250, 170, 30)]
+
+
+def make_folder(
+    root: Path, seed: int = 0, rgb: bool = False, id_map: dict[int, int] | None = None
+) -> dict[str, list[np.ndarray]]:
+    """data.name=folder: images/<split>/ (png and jpg), labels/<split>/*.png and classes.txt.
+    Single-channel maps hold class indices and 255 (ignore), or with id_map its raw ids; rgb:
+    maps of the colours in classes.txt (and an 'ignore' colour). Returns the training ids."""
+    rng = np.random.default_rng(seed)
+    lines = ["# name [r g b]"]
+    for name, colour in zip(FOLDER_CLASSES, FOLDER_COLOURS):
+        lines.append(f"{name} {' '.join(map(str, colour))}" if rgb else name)
+    if rgb:
+        lines.append("ignore 255 255 255")
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "classes.txt").write_text("\n".join(lines) + "\n\n")
+    if id_map:
+        (root / "id_map.txt").write_text("".join(f"{r} {c}\n" for r, c in id_map.items()))
+    written: dict[str, list[np.ndarray]] = {}
+    for split in ("train", "val"):
+        written[split] = []
+        for k, stem in enumerate([f"{split}_a", f"{split}_b"]):
+            ids = rng.choice(np.r_[np.arange(len(FOLDER_CLASSES)), 255], size=SIZE).astype(np.uint8)
+            written[split].append(ids)
+            _image(root / "images" / split / f"{stem}.{'jpg' if k else 'png'}", rng)
+            if rgb:
+                table = np.array([*FOLDER_COLOURS] + [(255, 255, 255)] * 253, np.uint8)
+                label = table[ids]
+            elif id_map:
+                inverse = np.full(256, 255, np.uint8)  # training id -> a raw id mapped to it
+                for raw_id, train_id in id_map.items():
+                    inverse[train_id] = raw_id
+                label = inverse[ids]
+            else:
+                label = ids
+            _label(root / "labels" / split / f"{stem}.png", label)
     return written

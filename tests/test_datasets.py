@@ -35,6 +35,8 @@ def expected_ids(name: str, raw: np.ndarray) -> np.ndarray:
         return np.where((out < 0) | (out >= 19), 255, out)
     if name in ("voc", "pcontext60"):
         return raw
+    if name == "camvid":  # SegNet tutorial: 0-10 the classes, 11 void
+        return np.where(raw == 11, 255, raw)
     if name in ("ade20k", "pcontext59"):
         return np.where(raw == 0, 255, raw - 1)
     # COCO-Stuff: PNG value = COCO category id - 1; 11 ids are unused, the rest ranked in order
@@ -77,7 +79,7 @@ def test_class_tables():
     for lb in labels:
         if lb.id >= 0:
             assert lut[lb.id] == official.get(lb.id, 255), lb.name
-    assert [len(LAYOUTS[n].classes) for n in DATASETS] == [19, 21, 150, 60, 59, 171]
+    assert [len(LAYOUTS[n].classes) for n in DATASETS] == [19, 21, 150, 60, 59, 171, 11]
     assert len(set(COCO_STUFF)) == 171
 
 

@@ -4,12 +4,16 @@
 by name, type and range in `check_options`), `info(name)` gives its metadata. A composite
 variant (DANet's dual module) also names the single-module branches that the DANet head places
 in parallel (`info(name).branches`).
+
+`register(name, factory, ...)` adds one: the built-ins below and a user's own modules alike
+(a plugin file named in the config key `plugins` calls it when imported, danet/plugins.py).
 """
 
 from __future__ import annotations
 
 import inspect
 import math
+import sys
 import typing
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -37,6 +41,7 @@ class VariantInfo:
     cost: str  # multiply-adds of the attention itself, in N = H*W and C
     paper: str
     branches: tuple[str, ...]  # the head's parallel branches; a single module is its own branch
+    source: str = ""  # a plugin's file or module (config key `plugins`); "" for a built-in
 
 
 class Identity(nn.Module):
@@ -50,95 +55,155 @@ class Identity(nn.Module):
         return x
 
 
+_REGISTRY: dict[str, VariantInfo] = {}
+_BUILTIN: set[str] = set()  # filled by the register calls below, before any plugin's
+_PLUGIN = ""  # the plugin being imported (danet.plugins.load), recorded as its variants' source
+
+
+def register(
+    name: str,
+    factory: Callable[..., nn.Module],
+    *,
+    family: str = "plugin",
+    attends: str = "positions",
+    cost: str = "",
+    paper: str = "",
+    branches: tuple[str, ...] | list[str] | None = None,
+) -> None:
+    """Add variant `name`: `factory(channels, **options)` returns a module mapping (B, C, H, W)
+    to the same shape. Its options are its keyword parameters after `channels`, checked like
+    the built-ins' (type from the annotation, else from the default). `branches`: a composite's
+    parallel single-module branches (registered names); default: the module is its own branch."""
+    where = f"variants.register({name!r})" + (f" in plugin {_PLUGIN}" if _PLUGIN else "")
+    if not isinstance(name, str) or not name.replace("_", "").replace("-", "").isalnum():
+        raise DanetError(f"{where}: the name must be a word (letters, digits, _ or -)")
+    if not callable(factory):
+        raise DanetError(
+            f"{where}: the factory must be callable (an nn.Module class, or a function of "
+            f"channels returning one), got {type(factory).__name__} {factory!r}"
+        )
+    old = _REGISTRY.get(name)
+    if old is not None and _origin(old.factory) != _origin(factory):  # else: the same, again
+        by = "a built-in" if name in _BUILTIN else f"registered by {old.source}"
+        raise DanetError(
+            f"{where}: the name '{name}' is taken ({by}: {'.'.join(_origin(old.factory))}); "
+            "give yours another name"
+        )
+    branches = tuple(branches) if branches else (name,)
+    for b in branches:
+        if b != name and b not in _REGISTRY:
+            raise unknown_choice(f"branch in {where}", b, _REGISTRY)
+    source = _PLUGIN or (getattr(factory, "__module__", "?") if _BUILTIN_DONE else "")
+    _REGISTRY[name] = VariantInfo(name, factory, family, attends, cost, paper, branches, source)
+    if not _BUILTIN_DONE:
+        _BUILTIN.add(name)
+
+
+def _origin(factory: Any) -> tuple[str, str]:
+    """(file or module, qualified name): the same for a file's class imported twice."""
+    module = getattr(factory, "__module__", None) or "?"
+    where = getattr(sys.modules.get(module), "__file__", None) or module
+    return where, getattr(factory, "__qualname__", repr(factory))
+
+
+def is_builtin(name: str) -> bool:
+    return name in _BUILTIN
+
+
+_BUILTIN_DONE = False
 DANET = "Fu et al., Dual Attention Network for Scene Segmentation, CVPR 2019"
-_VARIANTS = (
-    VariantInfo("none", Identity, "baseline", "nothing", "0", "dilated FCN", ("none",)),
-    VariantInfo("pam", PAM, "danet", "positions", "N^2 (C/8 + C) + 1.25 N C^2", DANET, ("pam",)),
-    VariantInfo("cam", CAM, "danet", "channels", "2 N C^2", DANET, ("cam",)),
-    VariantInfo("danet", DualAttention, "danet", "both", "pam + cam", DANET, ("pam", "cam")),
-    VariantInfo(
-        "sagan",
-        SelfAttention,
-        "self-attention",
-        "positions",
-        "N M (C/8 + C/2) + 1.25 N C^2, M = N/4 pooled keys",
-        "Zhang et al., Self-Attention Generative Adversarial Networks, ICML 2019",
-        ("sagan",),
-    ),
-    VariantInfo(
-        "nonlocal",
-        NonLocal,
-        "non-local",
-        "positions",
-        "N^2 C + 2 N C^2",
-        "Wang et al., Non-local Neural Networks, CVPR 2018",
-        ("nonlocal",),
-    ),
-    VariantInfo(
-        "ccnet",
-        CrissCross,
-        "criss-cross",
-        "positions (row and column)",
-        "R (1.125 N (H+W) C + 1.25 N C^2)",
-        "Huang et al., CCNet: Criss-Cross Attention for Semantic Segmentation, ICCV 2019",
-        ("ccnet",),
-    ),
-    VariantInfo(
-        "se",
-        SE,
-        "gating",
-        "channels",
-        "2 N C + C^2/8",
-        "Hu et al., Squeeze-and-Excitation Networks, CVPR 2018",
-        ("se",),
-    ),
-    VariantInfo(
-        "cbam",
-        CBAM,
-        "gating",
-        "both",
-        "6 N C + 98 N + C^2/4",
-        "Woo et al., CBAM: Convolutional Block Attention Module, ECCV 2018",
-        ("cbam",),
-    ),
-    VariantInfo(
-        "eca",
-        ECA,
-        "gating",
-        "channels",
-        "2 N C + k C",
-        "Wang et al., ECA-Net: Efficient Channel Attention, CVPR 2020",
-        ("eca",),
-    ),
-    VariantInfo(
-        "gc",
-        GC,
-        "global context",
-        "both",
-        "3 N C + C^2/4",
-        "Cao et al., GCNet: Non-local Networks Meet Squeeze-Excitation Networks, ICCVW 2019",
-        ("gc",),
-    ),
-    VariantInfo(
-        "ema",
-        EMAttention,
-        "expectation-maximization",
-        "positions (via K bases)",
-        "(2 T + 3) N C K + 2 N C^2, K = 64 bases, T = 3 steps",
-        "Li et al., Expectation-Maximization Attention Networks, ICCV 2019",
-        ("ema",),
-    ),
-    VariantInfo(
-        "efficient",
-        EfficientAttention,
-        "linear attention",
-        "positions (via C/2 x C/2 context)",
-        "2 N d_k d_v + 2.5 N C^2, d = C/2",
-        "Shen et al., Efficient Attention: Attention with Linear Complexities, WACV 2021",
-        ("efficient",),
-    ),
+register("none", Identity, family="baseline", attends="nothing", cost="0", paper="dilated FCN")
+register(
+    "pam",
+    PAM,
+    family="danet",
+    attends="positions",
+    cost="N^2 (C/8 + C) + 1.25 N C^2",
+    paper=DANET,
 )
-_REGISTRY: dict[str, VariantInfo] = {v.name: v for v in _VARIANTS}
+register("cam", CAM, family="danet", attends="channels", cost="2 N C^2", paper=DANET)
+register(
+    "danet",
+    DualAttention,
+    family="danet",
+    attends="both",
+    cost="pam + cam",
+    paper=DANET,
+    branches=("pam", "cam"),
+)
+register(
+    "sagan",
+    SelfAttention,
+    family="self-attention",
+    attends="positions",
+    cost="N M (C/8 + C/2) + 1.25 N C^2, M = N/4 pooled keys",
+    paper="Zhang et al., Self-Attention Generative Adversarial Networks, ICML 2019",
+)
+register(
+    "nonlocal",
+    NonLocal,
+    family="non-local",
+    attends="positions",
+    cost="N^2 C + 2 N C^2",
+    paper="Wang et al., Non-local Neural Networks, CVPR 2018",
+)
+register(
+    "ccnet",
+    CrissCross,
+    family="criss-cross",
+    attends="positions (row and column)",
+    cost="R (1.125 N (H+W) C + 1.25 N C^2)",
+    paper="Huang et al., CCNet: Criss-Cross Attention for Semantic Segmentation, ICCV 2019",
+)
+register(
+    "se",
+    SE,
+    family="gating",
+    attends="channels",
+    cost="2 N C + C^2/8",
+    paper="Hu et al., Squeeze-and-Excitation Networks, CVPR 2018",
+)
+register(
+    "cbam",
+    CBAM,
+    family="gating",
+    attends="both",
+    cost="6 N C + 98 N + C^2/4",
+    paper="Woo et al., CBAM: Convolutional Block Attention Module, ECCV 2018",
+)
+register(
+    "eca",
+    ECA,
+    family="gating",
+    attends="channels",
+    cost="2 N C + k C",
+    paper="Wang et al., ECA-Net: Efficient Channel Attention, CVPR 2020",
+)
+register(
+    "gc",
+    GC,
+    family="global context",
+    attends="both",
+    cost="3 N C + C^2/4",
+    paper="Cao et al., GCNet: Non-local Networks Meet Squeeze-Excitation Networks, ICCVW 2019",
+)
+register(
+    "ema",
+    EMAttention,
+    family="expectation-maximization",
+    attends="positions (via K bases)",
+    cost="(2 T + 3) N C K + 2 N C^2, K = 64 bases, T = 3 steps",
+    paper="Li et al., Expectation-Maximization Attention Networks, ICCV 2019",
+)
+register(
+    "efficient",
+    EfficientAttention,
+    family="linear attention",
+    attends="positions (via C/2 x C/2 context)",
+    cost="2 N d_k d_v + 2.5 N C^2, d = C/2",
+    paper="Shen et al., Efficient Attention: Attention with Linear Complexities, WACV 2021",
+)
+_BUILTIN_DONE = True
 
 
 def available() -> list[str]:
@@ -154,8 +219,9 @@ def info(name: str) -> VariantInfo:
 
 def options(name: str) -> dict[str, object]:
     """The keyword options a variant accepts, with their defaults."""
-    params = inspect.signature(info(name).factory).parameters
-    return {k: p.default for k, p in params.items() if k != "channels"}
+    params = list(inspect.signature(info(name).factory).parameters.values())[1:]  # channels
+    keyword = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    return {p.name: p.default for p in params if p.kind in keyword}
 
 
 def _unknown_option(name: str, key: str, valid) -> DanetError:
@@ -181,9 +247,12 @@ RANGES: dict[str, tuple[Callable[[Any], bool], str]] = {
 def _option_types(name: str) -> dict[str, Any]:
     """Option -> its type: the constructor's annotation, else its default's type (Any)."""
     factory = info(name).factory
-    hints = typing.get_type_hints(factory.__init__ if isinstance(factory, type) else factory)
+    try:
+        hints = typing.get_type_hints(factory.__init__ if isinstance(factory, type) else factory)
+    except Exception:  # a plugin's annotation that does not resolve: typed by its default
+        hints = {}
     return {
-        key: hints.get(key, Any if default is None else type(default))
+        key: hints.get(key, Any if default in (None, inspect.Parameter.empty) else type(default))
         for key, default in options(name).items()
     }
 
@@ -214,7 +283,44 @@ def check_options(name: str, opts: dict[str, Any]) -> dict[str, Any]:
 
 
 def create(name: str, channels: int, **opts) -> nn.Module:
-    return info(name).factory(channels, **check_options(name, opts))
+    v = info(name)
+    module = v.factory(channels, **check_options(name, opts))
+    if not isinstance(module, nn.Module):
+        raise DanetError(
+            f"variant '{name}'{_from(v)}: its factory returned {type(module).__name__}, not a "
+            "torch.nn.Module; register an nn.Module class or a function returning one"
+        )
+    return module
+
+
+def _from(v: VariantInfo) -> str:
+    return f" (plugin {v.source})" if v.source else ""
+
+
+def check_shape(name: str, opts: dict[str, Any], channels: int = 16) -> None:
+    """Build variant `name` for `channels` channels and run it on a (1, channels, 8, 8) input:
+    a DanetError unless it returns a tensor of that shape (the head's slot needs it)."""
+    import torch
+
+    v = info(name)
+    x = torch.randn(1, channels, 8, 8)
+    try:
+        module = create(name, channels, **opts)
+        with torch.no_grad():
+            out = module.eval()(x)
+    except DanetError:
+        raise
+    except Exception as e:
+        first = f"{type(e).__name__}: {e}".splitlines()[0]
+        raise DanetError(
+            f"variant '{name}'{_from(v)} failed on a {tuple(x.shape)} input: {first}"
+        ) from None
+    shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+    if shape != tuple(x.shape):
+        raise DanetError(
+            f"variant '{name}'{_from(v)} changes the shape of its input: {tuple(x.shape)} -> "
+            f"{shape}; an attention module must return a tensor of its input's (B, C, H, W)"
+        )
 
 
 def branch_options(name: str, opts: dict) -> list[dict]:

@@ -1,6 +1,13 @@
-"""`python -m variants`: the registry as a markdown table (the README's table is this output)."""
+"""`python -m variants`: the registry as a markdown table (the README's table is this output).
+
+`python -m variants --plugins ./my_attention.py my_pkg.attention` lists your own modules too
+(as the config key `plugins` names them).
+"""
 
 from __future__ import annotations
+
+import argparse
+import sys
 
 import variants
 
@@ -17,5 +24,23 @@ def table() -> str:
     return "\n".join(rows)
 
 
-if __name__ == "__main__":
+def main(argv: list[str] | None = None) -> int:
+    from danet import plugins
+    from danet.errors import DanetError
+
+    p = argparse.ArgumentParser(prog="python -m variants", description=__doc__.splitlines()[0])
+    p.add_argument(
+        "--plugins", nargs="+", default=[], metavar="PLUGIN", help="modules or .py files"
+    )
+    args = p.parse_args(argv)
+    try:
+        plugins.load(plugins.resolve(args.plugins))
+    except DanetError as e:
+        print(f"python -m variants: error: {e}", file=sys.stderr)
+        return 2
     print(table())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -12,9 +12,9 @@ from danet.data import scene_cache, synthetic
 from danet.data.layouts import LAYOUTS
 from danet.data.sampler import seed_from
 from danet.data.transforms import normalize, to_tensors, train_augment
-from danet.errors import unknown_choice
+from danet.errors import DanetError, unknown_choice
 
-DATASETS = ("synthetic", *LAYOUTS)
+DATASETS = ("synthetic", *LAYOUTS, "folder")  # folder: danet.data.folder
 
 
 class SyntheticDataset(Dataset):
@@ -75,6 +75,10 @@ def check_data_config(cfg: DataConfig) -> None:
         if cfg.setting not in synthetic.SETTINGS:
             raise unknown_choice("data.setting", cfg.setting, synthetic.SETTINGS)
         return
+    if cfg.name == "folder":  # any split names: subfolders of images/ and labels/
+        if not 0 <= cfg.ignore_index <= 255:
+            raise DanetError(f"'data.ignore_index' must be 0-255, got {cfg.ignore_index}")
+        return
     splits = LAYOUTS[cfg.name].splits
     for key in ("train_split", "val_split"):
         if getattr(cfg, key) not in splits:
@@ -107,6 +111,11 @@ def build_dataset(
 
 
 def num_classes(cfg: DataConfig) -> int:
-    """The class count of a dataset, without reading its files."""
+    """The class count of a dataset, without reading its files (folder: its class list)."""
     check_data_config(cfg)
+    if cfg.name == "folder":
+        from danet.data.files import dataset_root
+        from danet.data.folder import read_layout
+
+        return len(read_layout(dataset_root(cfg), cfg.ignore_index).classes)
     return len(synthetic.CLASSES if cfg.name == "synthetic" else LAYOUTS[cfg.name].classes)

