@@ -306,14 +306,24 @@ def from_dict(d: dict[str, Any], source: str = "config") -> Config:
     return apply(Config(), flatten(d), source)
 
 
+# Keys added after run ids were first handed out, with their defaults: left out of a run's id
+# when at the default, so that the runs of an existing grid keep their folders.
+ADDED_LATER: dict[str, Any] = {"plugins": [], "data.ignore_index": 255}
+
+
 def run_id(cfg: Config) -> str:
     """Deterministic id: readable prefix + hash of the whole resolved config."""
     import hashlib
     import json
 
     d = to_dict(cfg)
-    if not d["plugins"]:  # no plugins: the ids that runs had before the key existed
-        del d["plugins"]
+    for key, default in ADDED_LATER.items():  # at their default: the ids runs had before
+        *parents, leaf = key.split(".")
+        section = d
+        for p in parents:
+            section = section[p]
+        if section[leaf] == default:
+            del section[leaf]
     digest = hashlib.sha1(json.dumps(d, sort_keys=True).encode()).hexdigest()[:8]
     return f"{cfg.model.variant}-{cfg.model.backbone}-{cfg.data.name}-s{cfg.seed}-{digest}"
 

@@ -73,3 +73,15 @@ def test_memory_is_the_tensors_of_one_step_not_the_process():
     # beyond the weight, the momentum and the input: the gradient
     beyond, _ = cost.peak_memory_mb(step, torch.device("cpu"), layer, opt, x, beyond=True)
     assert beyond * 2**20 == pytest.approx(weight, abs=1024)
+
+
+def test_cost_is_counted_at_the_input_evaluation_sees():
+    """eval.resize rescales before the forward: the cost is that forward's, not the file's."""
+    from danet import config as C
+
+    image = (torch.zeros(3, 360, 480), torch.zeros(360, 480))
+    cfg = C.build(None, ["eval.resize=[240,180]"])
+    assert cost.eval_input(cfg, [image]) == (1, 3, 180, 240)
+    assert cost.eval_input(C.Config(), [image]) == (1, 3, 360, 480)
+    slide = C.build(None, ["eval.modes=[slide]", "data.crop_size=[128,256]"])
+    assert cost.eval_input(slide, [image]) == (1, 3, 128, 256)

@@ -136,3 +136,15 @@ class Part:
     assert field_comments(source.replace("  # on the last line", ""))[("Part", "c")] == (
         "above only, in two lines"
     )
+
+
+def test_worked_example_run_ids_are_what_the_default_grid_gives():
+    """The README's `make sweep` output names the run folders a fresh clone makes: a new
+    config key must not change the ids of the runs a user already has."""
+    from slurm.grid import expand, load_grid
+
+    readme = (REPO / "README.md").read_text()
+    example = readme[readme.index("$ make sweep") :].split("```")[0]
+    shown = re.findall(r"^  start  (\S+)  job", example, flags=re.M)
+    grid = load_grid(REPO / "experiments" / "ablation.yaml")
+    assert sorted(shown) == sorted(s.run_id for s in expand(grid, REPO / "runs"))

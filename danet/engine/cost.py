@@ -233,14 +233,17 @@ def without_attention(model: nn.Module) -> nn.Module:
 
 def eval_input(cfg: C.Config, val_set) -> tuple[int, int, int, int]:
     """The input of one evaluation forward: the window for slide/msflip, else the first
-    validation image as evaluated (its own size, or eval.resize's)."""
+    validation image as evaluated (its own size, or eval.resize's keep-ratio scale)."""
+    from danet.engine.inference import resize_to
+
     mode = cfg.eval.modes[0]
     if mode in ("slide", "msflip"):
         crop = cfg.eval.crop_size or cfg.data.crop_size
         h, w = (crop, crop) if isinstance(crop, int) else crop
         return (1, 3, int(h), int(w))
     image = val_set[0][0]
-    return (1, 3, int(image.shape[-2]), int(image.shape[-1]))
+    h, w = resize_to(int(image.shape[-2]), int(image.shape[-1]), cfg.eval.resize)
+    return (1, 3, h, w)
 
 
 def train_input(cfg: C.Config, world_size: int) -> tuple[int, int, int, int]:
