@@ -308,7 +308,7 @@ def from_dict(d: dict[str, Any], source: str = "config") -> Config:
 
 # Keys added after run ids were first handed out, with their defaults: left out of a run's id
 # when at the default, so that the runs of an existing grid keep their folders.
-ADDED_LATER: dict[str, Any] = {"plugins": [], "data.ignore_index": 255}
+ADDED_LATER: dict[str, Any] = {"plugins": [], "data.ignore_index": 255, "eval.every": 0}
 
 
 def run_id(cfg: Config) -> str:

@@ -147,3 +147,12 @@ def test_two_local_sweeps_at_once_train_each_run_once(tmp_path):
     status = subprocess.run([sys.executable, "-m", "danet.cli", "status", str(grid)],
                             cwd=tmp_path, capture_output=True, text=True, timeout=120)  # fmt: skip
     assert status.returncode == 0 and "2 done" in status.stdout, status.stdout + status.stderr
+
+
+def test_keys_added_later_leave_existing_run_ids_alone():
+    """A run made before `plugins`, `data.ignore_index` and `eval.every` existed keeps its
+    folder: at their defaults those keys are left out of the id (config.ADDED_LATER)."""
+    from danet import config as C
+
+    assert C.run_id(C.Config()) == "danet-tiny-synthetic-s0-34fbd820"  # the id before them
+    assert C.run_id(C.build(None, ["eval.every=100"])) != "danet-tiny-synthetic-s0-34fbd820"
