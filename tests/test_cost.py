@@ -50,6 +50,11 @@ def test_seeds_of_a_variant_share_one_measurement(tiny_cfg, tmp_path):
     }
     assert not other["cost"]["cached"] and other["cost"]["key"] != first["cost"]["key"]
     assert len(list((tmp_path / ".cost").glob("*.json"))) == 2
+    # another class count is another classifier: measured anew, not shared
+    cfg = tiny_cfg("model.variant=pam", "train.iterations=1")
+    assert cost.measure_key(cfg, 8, [(1, 3, 64, 64)], torch.device("cpu")) != cost.measure_key(
+        cfg, 11, [(1, 3, 64, 64)], torch.device("cpu")
+    )
 
 
 def test_memory_is_the_tensors_of_one_step_not_the_process():

@@ -252,14 +252,21 @@ def train_input(cfg: C.Config, world_size: int) -> tuple[int, int, int, int]:
     return (cfg.train.batch_size // world_size, 3, int(h), int(w))
 
 
-def measure_key(cfg: C.Config, inputs: Sequence[Sequence[int]], device: torch.device) -> str:
-    """What the cost depends on: the model's config (not its weights), the inputs, the speed
-    options, the device and thread count, torch's version."""
-    model = {k: v for k, v in C.to_dict(cfg)["model"].items() if k != "pretrained"}
+def measure_key(
+    cfg: C.Config, num_classes: int, inputs: Sequence[Sequence[int]], device: torch.device
+) -> str:
+    """What the cost depends on: the model's config (not its weights) and class count, the
+    plugins' code, the inputs, the speed options, the device and thread count, torch's
+    version."""
+    from danet import plugins
+
+    d = C.to_dict(cfg)
     what = {
-        "model": model,
+        "model": {k: v for k, v in d["model"].items() if k != "pretrained"},
+        "classes": num_classes,
+        "plugins": [p["sha256"] for p in plugins.record(cfg.plugins)],
         "inputs": [list(s) for s in inputs],
-        "train": {k: C.to_dict(cfg)["train"][k] for k in ("amp", "channels_last", "loss_weights")},
+        "train": {k: d["train"][k] for k in ("amp", "channels_last", "loss_weights")},
         "device": device_name(device),
         "threads": torch.get_num_threads(),
         "torch": torch.__version__,

@@ -256,7 +256,7 @@ def measure_cost(r: Run) -> dict:
     and input: the seeds of a variant share it through RUN_DIR/../.cost/."""
     world, classes = r.info.world_size, len(r.train_set.classes)
     shape = cost.eval_input(r.cfg, r.val_set)
-    key = cost.measure_key(r.cfg, [shape, cost.train_input(r.cfg, world)], r.device)
+    key = cost.measure_key(r.cfg, classes, [shape, cost.train_input(r.cfg, world)], r.device)
 
     def make() -> dict:
         model = r.model
