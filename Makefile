@@ -9,7 +9,7 @@ CLUSTER ?= local
 PARTITION ?=
 ARGS ?=
 
-.PHONY: help sweep status test tables plots report profile bench bench-attention clean-runs
+.PHONY: help sweep status test docs tables plots report profile bench bench-attention clean-runs
 
 help:  ## this list: each target and what it does
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/^([a-z-]+):.*## /  make \1\t/' | expand -t 24
@@ -29,6 +29,9 @@ status: $(STAMP)  ## the state of each run of GRID's sweep
 test: $(STAMP)  ## lint, then the test suite (what .ci/run calls)
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q
+
+docs: $(STAMP)  ## rewrite the generated blocks of the docs (variant and config tables)
+	$(BIN)/python -m danet.generated_docs
 
 tables: $(STAMP)  ## markdown, LaTeX and CSV tables (mIoU and Δ with 95 % CIs, verdicts, cost) from runs/
 	$(BIN)/danet tables runs --out reports/tables

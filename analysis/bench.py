@@ -565,8 +565,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default="auto", help="auto | cpu | cuda[:N]")
     p.add_argument("--out", default="reports/bench.csv", help="CSV; the markdown goes beside")
     p.add_argument("--quick", action="store_true", help="64 px scenes, few steps (tests)")
+    p.add_argument(
+        "--plugins", nargs="+", default=[], help="your modules or .py files (config: plugins)"
+    )
     args = p.parse_args(argv)
+    from danet import plugins
+
     try:
+        plugins.load(plugins.resolve(args.plugins))
         device = pick_device(args.device)
         settings = _pick(args.settings, SETTINGS, "--settings") or [
             n for n, s in SETTINGS.items() if device.type == "cuda" or not s.gpu_only

@@ -5,7 +5,8 @@ A grid file has four keys:
   config:   overrides applied to every run (nested mapping of danet.config keys)
   grid:     axis -> list of values; one run per element of the cartesian product. An axis is
             a dotted config key with plain values, or any name with mappings of config keys
-            as values (a bundle: keys that change together, e.g. a variant and its lr)
+            as values (a bundle: keys that change together, e.g. a variant and its lr).
+            `model.variant: all` is every registered variant, the grid's plugins' included
   launcher: how to launch (see Launcher)
 A top-level `plugins:` list is the config key `plugins` (your own attention modules), as in
 `config:`; relative .py paths are resolved against the grid file's folder.
@@ -91,6 +92,8 @@ def load_grid(path: str | Path) -> Grid:
         raise DanetError(f"{path}: 'grid' must map config keys to lists of values")
     keys = C.flat_keys()
     for key, values in axes.items():
+        if key == "model.variant" and values == "all":
+            continue  # expanded below, once the plugins are known
         if not isinstance(values, list) or not values:
             raise DanetError(f"{path}: grid axis '{key}' must be a non-empty list, got {values!r}")
         bundles = [isinstance(v, dict) for v in values]
@@ -106,8 +109,23 @@ def load_grid(path: str | Path) -> Grid:
         if not isinstance(extra, list):
             raise DanetError(f"{path}: 'plugins' must be a list of modules or .py files")
         base = {**base, "plugins": [*(C.flatten(base).get("plugins") or []), *extra]}
+    if axes.get("model.variant") == "all":
+        axes = {**axes, "model.variant": every_variant(base, path)}
     launcher = _launcher(data.get("launcher") or {}, path)
     return Grid(name, path, base, axes, launcher)
+
+
+def every_variant(base: dict[str, Any], path: Path) -> list[str]:
+    """`model.variant: all`: every registered variant, the grid's own plugins' included."""
+    import variants
+    from danet import plugins
+
+    cfg = C.apply(C.Config(), C.flatten(base), f"{path} (config)", path.parent)
+    try:
+        plugins.load(cfg.plugins)
+    except DanetError as e:
+        raise DanetError(f"{path}: {e}") from None
+    return variants.available()
 
 
 def launcher_overrides(items: list[str]) -> tuple[dict[str, Any], list[str]]:

@@ -220,7 +220,8 @@ def launch(
 
 def _submit_slurm(todo, sweep_dir, launcher, size: int, echo) -> list:
     """Submit job arrays (one per MaxArraySize runs); returns (job, spec) pairs."""
-    snapshot = code_snapshot(sweep_dir) if launcher.snapshot else nullcontext()
+    entries = [e for s in todo for e in s.cfg.plugins]
+    snapshot = code_snapshot(sweep_dir, entries) if launcher.snapshot else nullcontext()
     with snapshot:
         executor = make_executor(sweep_dir / ".submitit", launcher)
         executor.update_parameters(name=sweep_dir.name)

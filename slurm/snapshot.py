@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import submitit
 
+from danet import plugins
 from danet.errors import DanetError
 from danet.utils import atomic_write_json, git_state
 
@@ -23,16 +24,21 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 @contextmanager
-def code_snapshot(sweep_dir: Path) -> Iterator[Path]:
-    """Jobs submitted inside import the code copied now, so later edits change no queued run.
-    The working directory is the snapshot meanwhile: every path given to a job is absolute."""
+def code_snapshot(sweep_dir: Path, plugin_entries: Iterable[str] = ()) -> Iterator[Path]:
+    """Jobs submitted inside import the code copied now, so later edits change no queued run:
+    the repository's files, and the plugin files among `plugin_entries` (wherever they lie,
+    danet.plugins.copy_into). The working directory is the snapshot meanwhile: every path
+    given to a job is absolute."""
     state = git_state(REPO)
     if state.get("commit") is None:
         raise DanetError("launcher.snapshot needs a git checkout; run from one, or snapshot: false")
     stamp = time.strftime("%Y%m%d-%H%M%S")
     target = sweep_dir.absolute() / ".code" / f"{stamp}-{state['commit'][:8]}"
     with submitit.helpers.RsyncSnapshot(snapshot_dir=target, root_dir=REPO):
-        atomic_write_json(target / "SNAPSHOT.json", {**state, "taken_at": stamp})
+        copied = plugins.copy_into(target, plugin_entries)
+        atomic_write_json(
+            target / "SNAPSHOT.json", {**state, "taken_at": stamp, "plugins": copied}
+        )
         yield target
 
 

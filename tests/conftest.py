@@ -90,3 +90,26 @@ def wait_for(predicate, timeout: float, what: str, poll: float = 0.5) -> None:
             return
         time.sleep(poll)
     raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+@pytest.fixture
+def clean_registries():
+    """Variants, datasets and plugin modules registered by a test leave with it (other tests
+    list every variant and dataset)."""
+    import sys
+
+    import variants
+    from danet.data import layouts
+
+    saved = [dict(r) for r in (variants._REGISTRY, layouts.LAYOUTS, layouts.LISTERS,
+                               layouts.SOURCES)]  # fmt: skip
+    loaded = set(sys.modules)
+    yield
+    for registry, old in zip(
+        (variants._REGISTRY, layouts.LAYOUTS, layouts.LISTERS, layouts.SOURCES), saved
+    ):
+        registry.clear()
+        registry.update(old)
+    for name in set(sys.modules) - loaded:
+        if name.startswith("danet_plugin_"):
+            del sys.modules[name]

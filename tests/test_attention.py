@@ -181,16 +181,6 @@ def test_unknown_variant_and_option_errors():
         variants.branch_options("danet", {"size": 3})
 
 
-def test_readme_variant_table_is_the_registry():
-    from pathlib import Path
-
-    from variants.__main__ import table
-
-    readme = (Path(__file__).parent.parent / "README.md").read_text()
-    block = readme.split("<!-- variants-table -->\n")[1].split("\n<!-- /variants-table -->")[0]
-    assert block == table(), "README is stale: paste the output of python -m variants"
-
-
 @pytest.mark.parametrize(
     "name, opts",
     [

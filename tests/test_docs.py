@@ -80,14 +80,23 @@ def _block(text: str, marker: str) -> str:
     return text.split(f"<!-- {marker} -->\n")[1].split(f"\n<!-- /{marker} -->")[0]
 
 
-def test_configuration_table_is_generated_from_the_config():
-    from danet.config_doc import config_table
+def test_generated_blocks_are_what_the_code_generates(tmp_path):
+    """The README's variant table and the config table follow the registry and the config:
+    `make docs` rewrites them; here, a stale copy fails and `make docs`'s rewrite is exact."""
+    from danet import generated_docs
 
-    block = _block((REPO / "docs" / "configuration.md").read_text(), "config-table")
-    assert block == config_table(), (
-        "docs/configuration.md is stale: paste the output of python -m danet.config_doc "
-        "between its config-table markers"
-    )
+    stale = generated_docs.stale()
+    assert not stale, f"{[str(p.relative_to(REPO)) for p in stale]} stale: run `make docs`"
+    for (name, marker), make in generated_docs.BLOCKS.items():
+        assert _block((REPO / name).read_text(), marker) == make()
+    # a stale block (a variant added, the README not regenerated) is found and rewritten
+    (tmp_path / "docs").mkdir()
+    for name, _ in generated_docs.BLOCKS:
+        (tmp_path / name).write_text((REPO / name).read_text())
+    readme = tmp_path / "README.md"
+    readme.write_text(readme.read_text().replace("| `cam` |", "| `old` |"))
+    (changed,) = generated_docs.stale(tmp_path)
+    assert changed == readme and "| `old` |" not in generated_docs.stale(tmp_path)[readme]
 
 
 def test_configuration_table_has_every_key_with_its_default_and_comment():

@@ -8,15 +8,19 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import yaml
+from PIL import Image
 from torch import nn
 
 import variants
 from danet import config as C
 from danet import plugins
+from danet.checks import check_config
 from danet.cli import main
+from danet.data import build_dataset, num_classes
 from danet.errors import DanetError
 
 from .conftest import TINY
@@ -43,16 +47,7 @@ variants.register("myscale", Scale, family="gating", attends="nothing", cost="N 
 """
 
 
-@pytest.fixture(autouse=True)
-def _clean_registry():
-    """Plugins registered here leave the registry (other tests list every variant)."""
-    registry, loaded = dict(variants._REGISTRY), set(sys.modules)
-    yield
-    variants._REGISTRY.clear()
-    variants._REGISTRY.update(registry)
-    for name in set(sys.modules) - loaded:
-        if name.startswith("danet_plugin_"):
-            del sys.modules[name]
+pytestmark = pytest.mark.usefixtures("clean_registries")
 
 
 def _train(tmp_path, monkeypatch, capsys, *overrides):
@@ -198,9 +193,99 @@ def test_a_plugin_outside_the_repository_runs_in_a_local_sweep(tmp_path, capsys)
     path = (home / "my_attention.py").resolve()
     sha = hashlib.sha256(path.read_bytes()).hexdigest()
     assert results["myscale"]["plugins"] == [{"entry": str(path), "path": str(path),
-                                              "sha256": sha}]  # fmt: skip
+                                              "loaded_from": str(path), "sha256": sha}]  # fmt: skip
     # danet eval reads the run's config.yaml, and its plugins with it
     run_dir = next(p.parent for p in (tmp_path / "runs" / "mine").glob("myscale-*/result.json"))
     capsys.readouterr()
     assert main(["eval", str(run_dir)]) == 0
     assert '"miou"' in capsys.readouterr().out
+
+
+# ---------------------------------------------------------------- dataset plugins
+
+EXAMPLE_DATASET = REPO / "experiments" / "plugin_example" / "my_dataset.py"
+
+
+def _side_by_side(root: Path, seed: int = 0) -> dict[str, list[np.ndarray]]:
+    """The example plugin's layout: <split>/<stem>.jpg beside <split>/<stem>_mask.png."""
+    rng = np.random.default_rng(seed)
+    written: dict[str, list[np.ndarray]] = {}
+    for split in ("train", "val"):
+        (root / split).mkdir(parents=True)
+        written[split] = []
+        for stem in ("a", "b"):
+            raw = rng.choice(np.array([0, 1, 2, 255], np.uint8), size=(40, 56))
+            Image.fromarray(rng.integers(0, 256, (40, 56, 3), dtype=np.uint8)).save(
+                root / split / f"{stem}.jpg"
+            )
+            Image.fromarray(raw).save(root / split / f"{stem}_mask.png")
+            written[split].append(raw)
+    return written
+
+
+def test_the_example_dataset_plugin_decodes_and_trains(tmp_path, monkeypatch, capsys):
+    root = tmp_path / "photos"
+    written = _side_by_side(root)
+    overrides = [f"plugins=[{EXAMPLE_DATASET}]", "data.name=side_by_side",
+                 f"data.root={root}", "data.crop_size=[32,48]"]  # fmt: skip
+    cfg = C.build(None, [*TINY, *overrides])
+    check_config(cfg)
+    val = build_dataset(cfg.data, "val")
+    assert val.classes == ("background", "road", "car") and num_classes(cfg.data) == 3
+    assert [image.name for image, _ in val.samples] == ["a.jpg", "b.jpg"]
+    for i, raw in enumerate(written["val"]):
+        np.testing.assert_array_equal(val.load(i)[1], raw)  # 0-2 classes, 255 unlabelled
+    code, err = _train(tmp_path, monkeypatch, capsys, *overrides, "train.iterations=2")
+    assert code == 0, err
+    (run_dir,) = (tmp_path / "runs").glob("*/*/result.json")
+    result = json.loads(run_dir.read_text())
+    assert result["config"]["data"]["name"] == "side_by_side"
+    assert result["classes"] == ["background", "road", "car"]
+    assert result["plugins"][0]["sha256"] == hashlib.sha256(
+        EXAMPLE_DATASET.read_bytes()).hexdigest()  # fmt: skip
+
+
+BAD_DATASETS = {
+    "clash": ("from danet.data import register_dataset\n"
+              "register_dataset('camvid', lambda root, split: [], ['a'])\n",
+              "'camvid' is a built-in dataset; give yours another name"),
+    "classes": ("from danet.data import register_dataset\n"
+                "register_dataset('mine', lambda root, split: [], [])\n",
+                "classes must be a non-empty list of names"),
+    "label_ids": ("from danet.data import register_dataset\n"
+                  "register_dataset('mine', lambda root, split: [], ['a'], label_ids={7: 1})\n",
+                  "label_ids 7 -> 1 is outside raw 0-255 -> class 0-0"),
+    "lister": ("from danet.data import register_dataset\n"
+               "def pairs(root, split):\n    return [root / 'x.png']\n"
+               "register_dataset('mine', pairs, ['a'])\n",
+               r"list_samples must return \(image, label\) path pairs, got PosixPath"),
+    "raises": ("from danet.data import register_dataset\n"
+               "def pairs(root, split):\n    raise KeyError(split)\n"
+               "register_dataset('mine', pairs, ['a'])\n",
+               r"dataset 'mine' \(plugin .*bad.py\): list_samples\(.*, 'train'\) failed: "
+               "KeyError: 'train'"),
+    "missing": ("from danet.data import register_dataset\n"
+                "def pairs(root, split):\n    return [(root / 'a.jpg', root / 'a.png')]\n"
+                "register_dataset('mine', pairs, ['a'])\n",
+                r"a.jpg: missing \(the image, listed by dataset 'mine'"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("case", BAD_DATASETS)
+def test_a_bad_dataset_plugin_is_one_line_exit_2(tmp_path, monkeypatch, capsys, case):
+    text, message = BAD_DATASETS[case]
+    (tmp_path / "bad.py").write_text(text)
+    (tmp_path / "data").mkdir()
+    name = "camvid" if case == "clash" else "mine"
+    code, err = _train(tmp_path, monkeypatch, capsys, "plugins=[./bad.py]",
+                       f"data.name={name}", f"data.root={tmp_path / 'data'}")  # fmt: skip
+    assert code == 2 and len(err) == 1, err
+    assert err[0].startswith("danet train: error: ") and re.search(message, err[0]), err[0]
+    assert not list((tmp_path / "runs").glob("*/*/result.json"))  # nothing ran
+
+
+def test_an_unknown_dataset_lists_the_plugins_datasets(tmp_path, monkeypatch, capsys):
+    code, err = _train(tmp_path, monkeypatch, capsys, f"plugins=[{EXAMPLE_DATASET}]",
+                       "data.name=side_by_sid")  # fmt: skip
+    assert code == 2 and len(err) == 1
+    assert "side_by_side" in err[0] and "data.name" in err[0], err[0]

@@ -3,6 +3,7 @@ and requeue, two sweeps at once, and code snapshots. Skipped where Slurm cannot 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import subprocess
 import sys
@@ -13,6 +14,7 @@ import pytest
 import yaml
 
 from danet import config as C
+from danet import plugins
 from danet.engine.train import run
 
 from .conftest import wait_for
@@ -140,25 +142,63 @@ def test_two_sweeps_started_at_once_train_each_run_once(slurm_cluster, tmp_path)
         assert steps[:4] == [1, 2, 3, 4] and "resume" not in log.read_text()
 
 
+PLUGIN = """
+import torch
+from torch import nn
+
+import variants
+
+
+class Scale(nn.Module):
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.gamma = nn.Parameter(torch.zeros(1))
+
+    def forward(self, x):
+        return x * (1 + self.gamma)
+
+
+variants.register("myscale", Scale)
+"""
+
+
 def test_queued_runs_use_the_code_of_their_submission(slurm_cluster, tmp_path):
+    """A user's module in a file outside the repository, compared with none and danet on
+    Slurm: the queued runs use the project's code and the plugin's as they were submitted."""
     clone = tmp_path / "clone"
     subprocess.run(["git", "clone", "-q", str(REPO), str(clone)], check=True)
-    grid = _grid(tmp_path, "snap", {"seed": [0, 1, 2]}, array_parallelism=1)
+    plugin = tmp_path / "mine" / "my_attention.py"
+    plugin.parent.mkdir()
+    plugin.write_text(PLUGIN)
+    submitted = hashlib.sha256(plugin.read_bytes()).hexdigest()
+    grid = _grid(tmp_path, "snap", {"model.variant": ["none", "myscale", "danet"]},
+                 config={**SMALL, "plugins": [str(plugin)]}, array_parallelism=1)  # fmt: skip
     out = _sweep(tmp_path, grid, "--no-wait", cwd=clone)
     assert out.returncode == 0, out.stdout + out.stderr
-    # edit the code right after submission: the queued runs must not see it
+    # edit the code and the plugin right after submission: the queued runs must not see it
     train = clone / "danet" / "engine" / "train.py"
     train.write_text(train.read_text() + '\nraise RuntimeError("edited after submission")\n')
+    plugin.write_text(PLUGIN + "# edited after submission\n")
     edited = subprocess.run([sys.executable, "-c", "import danet.engine.train"], cwd=clone,
                             capture_output=True, text=True, timeout=120)  # fmt: skip
     assert "edited after submission" in edited.stderr  # the clone's own code is broken now
     sweep = tmp_path / "runs" / "snap"
     wait_for(lambda: len(list(sweep.glob("*/result.json"))) == 3, 300, "the three runs")
     head = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=clone)
+    (snapshot,) = (sweep / ".code").iterdir()
+    copy = snapshot / ".plugins" / f"{plugins.module_name(plugin)}.py"
+    assert copy.read_text() == PLUGIN  # the snapshot holds the plugin's code as submitted
     for path in sweep.glob("*/result.json"):
         result = json.loads(path.read_text())
         assert result["git"]["commit"] == head.stdout.strip()
-        assert Path(result["code_dir"]).parent == sweep.resolve() / ".code"
+        assert Path(result["code_dir"]) == snapshot.resolve()
+        (used,) = result["plugins"]
+        assert used["path"] == str(plugin) and used["sha256"] == submitted
+        assert used["loaded_from"] == str(copy.resolve())
+    again = _sweep(tmp_path, grid)  # the same command: nothing to run, the comparison's table
+    assert again.returncode == 0 and "3 done, 0 to run" in again.stdout, again.stdout
+    table = pd.read_csv(tmp_path / "reports" / "snap" / "main.csv")
+    assert list(table["Method"]) == ["none", "myscale", "danet"]  # the grid's order
 
 
 def test_two_task_job_trains_one_run_with_ddp(slurm_cluster, tmp_path):

@@ -119,6 +119,21 @@ def test_compare_grid_covers_every_variant(tmp_path):
     assert len(expand(grid, tmp_path)) == 2 * len(variants.available())
 
 
+def test_variant_axis_all_includes_the_grids_plugins(tmp_path, clean_registries):
+    import variants
+
+    (tmp_path / "mine.py").write_text(
+        "import variants\nfrom torch import nn\n"
+        "variants.register('mine_all', lambda channels: nn.Identity())\n"
+    )
+    path = tmp_path / "all.yaml"
+    path.write_text("plugins: [mine.py]\ngrid:\n  model.variant: all\n")
+    grid = load_grid(path)
+    assert grid.axes["model.variant"] == variants.available()
+    assert grid.axes["model.variant"][-1] == "mine_all"
+    assert [s.cfg.model.variant for s in expand(grid, tmp_path)][-1] == "mine_all"
+
+
 def test_two_local_sweeps_at_once_train_each_run_once(tmp_path):
     """Two `danet sweep` of one grid started together, from the same folder, default runs
     folder: the first claims every run (even those still queued behind max_parallel), the

@@ -23,6 +23,7 @@ from torch import nn
 
 from danet.config import coerce, type_name
 from danet.errors import DanetError, did_you_mean, unknown_choice
+from danet.plugins import loading
 from variants.ccnet import CrissCross
 from variants.danet import CAM, PAM, DualAttention
 from variants.efficient_attention import EfficientAttention
@@ -57,7 +58,6 @@ class Identity(nn.Module):
 
 _REGISTRY: dict[str, VariantInfo] = {}
 _BUILTIN: set[str] = set()  # filled by the register calls below, before any plugin's
-_PLUGIN = ""  # the plugin being imported (danet.plugins.load), recorded as its variants' source
 
 
 def register(
@@ -74,7 +74,8 @@ def register(
     to the same shape. Its options are its keyword parameters after `channels`, checked like
     the built-ins' (type from the annotation, else from the default). `branches`: a composite's
     parallel single-module branches (registered names); default: the module is its own branch."""
-    where = f"variants.register({name!r})" + (f" in plugin {_PLUGIN}" if _PLUGIN else "")
+    plugin = loading()  # the plugin being imported (danet.plugins.load): its variants' source
+    where = f"variants.register({name!r})" + (f" in plugin {plugin}" if plugin else "")
     if not isinstance(name, str) or not name.replace("_", "").replace("-", "").isalnum():
         raise DanetError(f"{where}: the name must be a word (letters, digits, _ or -)")
     if not callable(factory):
@@ -93,7 +94,7 @@ def register(
     for b in branches:
         if b != name and b not in _REGISTRY:
             raise unknown_choice(f"branch in {where}", b, _REGISTRY)
-    source = _PLUGIN or (getattr(factory, "__module__", "?") if _BUILTIN_DONE else "")
+    source = plugin or (getattr(factory, "__module__", "?") if _BUILTIN_DONE else "")
     _REGISTRY[name] = VariantInfo(name, factory, family, attends, cost, paper, branches, source)
     if not _BUILTIN_DONE:
         _BUILTIN.add(name)

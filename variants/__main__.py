@@ -1,4 +1,5 @@
-"""`python -m variants`: the registry as a markdown table (the README's table is this output).
+"""`python -m variants`: the registry as a markdown table (`make docs` writes the built-ins'
+into the README).
 
 `python -m variants --plugins ./my_attention.py my_pkg.attention` lists your own modules too
 (as the config key `plugins` names them).
@@ -12,15 +13,19 @@ import sys
 import variants
 
 
-def table() -> str:
+def table(builtin_only: bool = False) -> str:
+    """Every registered variant (plugins last, with their source), or the built-ins only."""
     rows = [
         "| name | family | attends over | cost (multiply-adds) | options | paper |",
         "| --- | --- | --- | --- | --- | --- |",
     ]
     for name in variants.available():
         v = variants.info(name)
+        if builtin_only and not variants.is_builtin(name):
+            continue
         opts = ", ".join(f"`{k}={d!r}`" for k, d in variants.options(name).items())
-        rows.append(f"| `{name}` | {v.family} | {v.attends} | {v.cost} | {opts} | {v.paper} |")
+        paper = v.paper if variants.is_builtin(name) else f"{v.paper} (plugin {v.source})".lstrip()
+        rows.append(f"| `{name}` | {v.family} | {v.attends} | {v.cost} | {opts} | {paper} |")
     return "\n".join(rows)
 
 

@@ -9,12 +9,18 @@ from torch.utils.data import Dataset
 
 from danet.config import DataConfig
 from danet.data import scene_cache, synthetic
-from danet.data.layouts import LAYOUTS
+from danet.data.layouts import LAYOUTS, register_dataset
 from danet.data.sampler import seed_from
 from danet.data.transforms import normalize, to_tensors, train_augment
 from danet.errors import DanetError, unknown_choice
 
-DATASETS = ("synthetic", *LAYOUTS, "folder")  # folder: danet.data.folder
+__all__ = ["build_dataset", "check_data_config", "datasets", "num_classes", "register_dataset"]
+
+
+def datasets() -> tuple[str, ...]:
+    """Every data.name: the built-in scenes, the downloadable layouts, folder (danet.data.folder)
+    and the layouts that plugins registered (register_dataset)."""
+    return ("synthetic", *LAYOUTS, "folder")
 
 
 class SyntheticDataset(Dataset):
@@ -69,8 +75,8 @@ class SyntheticDataset(Dataset):
 
 def check_data_config(cfg: DataConfig) -> None:
     """Cheap checks of names and splits; the files are checked when a dataset is built."""
-    if cfg.name not in DATASETS:
-        raise unknown_choice("data.name", cfg.name, DATASETS)
+    if cfg.name not in datasets():
+        raise unknown_choice("data.name", cfg.name, datasets())
     if cfg.name == "synthetic":
         if cfg.setting not in synthetic.SETTINGS:
             raise unknown_choice("data.setting", cfg.setting, synthetic.SETTINGS)

@@ -20,6 +20,7 @@ data.name=folder (images/, labels/ and a class list of the user's own) is danet.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -173,7 +174,8 @@ def _camvid(root: Path, split: str) -> list[tuple[Path, Path]]:
     return _pairs(images, lambda p: ann / p.name)
 
 
-LISTERS = {
+Lister = Callable[[Path, str], "list[tuple[Path, Path]]"]
+LISTERS: dict[str, Lister] = {
     "cityscapes": _cityscapes,
     "voc": _voc,
     "ade20k": _ade20k,
@@ -182,6 +184,53 @@ LISTERS = {
     "cocostuff": _cocostuff,
     "camvid": _camvid,
 }
+BUILTIN = frozenset(LAYOUTS)
+SOURCES: dict[str, str] = {}  # a dataset plugin's file or module, by dataset name
+
+
+def register_dataset(
+    name: str,
+    list_samples: Lister,
+    classes: list[str] | tuple[str, ...],
+    *,
+    label_ids: dict[int, int] | None = None,
+    splits: tuple[str, ...] | list[str] = ("train", "val"),
+) -> None:
+    """Add dataset `name` (`data.name=<name>`), for a layout that needs code; a plugin file
+    named in the config key `plugins` calls this when imported (docs/datasets.md).
+
+    list_samples(root, split): the (image, label map) file pairs of one split under data.root
+    (Pillow-readable images; single-channel label maps). classes: the names, in class-index
+    order. label_ids: raw label value -> class index; default: value i is class i, any other
+    value is unlabelled (ignored). splits: the names data.train_split / val_split may take."""
+    from danet.plugins import loading
+
+    source = loading()
+    where = f"register_dataset({name!r})" + (f" in plugin {source}" if source else "")
+    if not isinstance(name, str) or not name.replace("_", "").replace("-", "").isalnum():
+        raise DanetError(f"{where}: the name must be a word (letters, digits, _ or -)")
+    if name in BUILTIN or name in ("synthetic", "folder"):
+        raise DanetError(f"{where}: '{name}' is a built-in dataset; give yours another name")
+    if name in SOURCES and SOURCES[name] != source:
+        raise DanetError(f"{where}: '{name}' is taken (by plugin {SOURCES[name]})")
+    if not callable(list_samples):
+        raise DanetError(f"{where}: list_samples must be a function (root, split) -> pairs")
+    if not classes or not all(isinstance(c, str) and c for c in classes):
+        raise DanetError(f"{where}: classes must be a non-empty list of names")
+    if len(classes) > IGNORE:
+        raise DanetError(f"{where}: at most {IGNORE} classes (label values are 8-bit)")
+    ids = {k: k for k in range(len(classes))} if label_ids is None else dict(label_ids)
+    bad = [(r, c) for r, c in ids.items() if not (0 <= r <= 255 and 0 <= c < len(classes))]
+    if bad:
+        raise DanetError(
+            f"{where}: label_ids {bad[0][0]} -> {bad[0][1]} is outside raw 0-255 -> class "
+            f"0-{len(classes) - 1}"
+        )
+    if not splits or not all(isinstance(s, str) and s for s in splits):
+        raise DanetError(f"{where}: splits must be a non-empty list of names")
+    LAYOUTS[name] = Layout(tuple(classes), _lut(ids), tuple(splits))
+    LISTERS[name] = list_samples
+    SOURCES[name] = source
 
 
 def list_samples(name: str, root: Path, split: str) -> list[tuple[Path, Path]]:
@@ -190,7 +239,31 @@ def list_samples(name: str, root: Path, split: str) -> list[tuple[Path, Path]]:
         raise unknown_choice(f"data split of {name}", split, layout.splits)
     if not root.is_dir():
         raise DanetError(f"{root}: dataset folder not found; set data.root to where {name} is")
-    pairs = LISTERS[name](root, split)
+    pairs = LISTERS[name](root, split) if name in BUILTIN else _plugin_pairs(name, root, split)
     if not pairs:
         raise DanetError(f"{root}: no {name} images found for split '{split}'")
     return pairs
+
+
+def _plugin_pairs(name: str, root: Path, split: str) -> list[tuple[Path, Path]]:
+    """A dataset plugin's pairs, checked: each a (image, label) of existing files."""
+    where = f"dataset '{name}' (plugin {SOURCES.get(name) or '?'})"
+    try:
+        pairs = list(LISTERS[name](root, split))
+    except DanetError:
+        raise
+    except Exception as e:
+        first = f"{type(e).__name__}: {e}".splitlines()[0]
+        raise DanetError(f"{where}: list_samples({root}, {split!r}) failed: {first}") from None
+    out = []
+    for pair in pairs:
+        if not (isinstance(pair, (tuple, list)) and len(pair) == 2):
+            raise DanetError(
+                f"{where}: list_samples must return (image, label) path pairs, got {pair!r}"
+            )
+        image, label = Path(pair[0]), Path(pair[1])
+        for path, what in ((image, "image"), (label, f"label map of {image}")):
+            if not path.is_file():
+                raise DanetError(f"{path}: missing (the {what}, listed by {where})")
+        out.append((image, label))
+    return out
