@@ -2,6 +2,7 @@
 
 import json
 import os
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -181,6 +182,18 @@ def test_bench_rejects_unknown_names(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "--variants" in err and "dnaet" in err and "danet" in err
     assert not os.path.exists(tmp_path / "b.csv")
+
+
+def test_bench_takes_plugins(tmp_path, capsys, clean_registries):
+    from analysis import bench
+
+    example = Path(__file__).parent.parent / "experiments" / "plugin_example" / "my_attention.py"
+    out = str(tmp_path / "b.csv")
+    assert bench.main(["--plugins", str(example), "--variants", "gatee", "--out", out]) == 2
+    assert "did you mean 'gate'" in capsys.readouterr().err  # the plugin's variant is known
+    assert bench.main(["--plugins", str(tmp_path / "nope.py"), "--out", out]) == 2
+    assert "nope.py: file not found" in capsys.readouterr().err
+    assert not os.path.exists(out)
 
 
 def test_fp16_is_refused_at_run_time_where_auto_finds_no_gpu(tiny_cfg, tmp_path):
