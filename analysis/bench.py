@@ -288,12 +288,20 @@ def losses_compared(a: list[float], b: list[float]) -> tuple[bool, float]:
 
 
 class Bench:
-    def __init__(self, device: torch.device, quick: bool, out_rows: list[dict]) -> None:
-        self.device, self.quick, self.rows = device, quick, out_rows
+    """Runs the sections; each row, as soon as it is measured, goes to `out` (the CSV and its
+    markdown, rewritten atomically: a bench stopped at any point keeps every row so far) and
+    to stderr as one line."""
+
+    def __init__(self, device: torch.device, quick: bool, out: Path | None = None) -> None:
+        self.device, self.quick, self.out = device, quick, out
+        self.rows: list[dict[str, Any]] = []
         self.ceilings: dict[int, dict[str, float]] = {}
 
     def add(self, section: str, setting: str, **row: Any) -> None:
         self.rows.append({"section": section, "setting": setting, **row})
+        if self.out is not None:
+            write(self.rows, self.device, self.out)
+        self.log(row_line(self.rows[-1]))  # after the write: a printed row is on disk
 
     def log(self, text: str) -> None:
         print(text, file=sys.stderr, flush=True)
@@ -530,6 +538,42 @@ TABLES = [
 ]  # fmt: skip
 
 
+def _shown(value: Any, spec: str | None) -> str:
+    if isinstance(value, float):
+        return format(value, spec or ".4g")
+    return str(value)
+
+
+def row_line(row: dict[str, Any]) -> str:
+    """One measured row as a line of its table's headers and figures, e.g. `[bench] default
+    train: variant danet, batch 4, step ms 260.1, images/s 15.38, ...`."""
+    _, columns, digits = next(table[1:] for table in TABLES if table[0] == row["section"])
+    figures = [
+        f"{header} {_shown(row[col], digits.get(col))}"
+        for col, header in columns.items()
+        if col != "setting" and col in row and row[col] == row[col]  # NaN: not measured
+    ]
+    return f"[bench] {row['setting']} {row['section']}: " + ", ".join(figures)
+
+
+def frame(rows: list[dict[str, Any]], device: torch.device):
+    """The rows as the CSV holds them: COLUMNS' order, the device named on each."""
+    import pandas as pd
+
+    df = pd.DataFrame(rows)
+    df["device"] = device_name(device)
+    return df[[c for c in COLUMNS if c in df]]
+
+
+def write(rows: list[dict[str, Any]], device: torch.device, out: Path) -> None:
+    """The CSV and, beside it, its markdown tables, each replaced atomically (never torn)."""
+    from danet.utils import atomic_write_bytes
+
+    df = frame(rows, device)
+    atomic_write_bytes(out, df.to_csv(index=False).encode())
+    atomic_write_bytes(out.with_suffix(".md"), to_markdown(df, device_name(device)).encode())
+
+
 def to_markdown(df, device: str) -> str:
     """The tables docs/speed.md carries: ceiling, training, inference, options, data, targets."""
     settings = [f"{n}: {SETTINGS[n].about}" for n in dict.fromkeys(df.setting) if n in SETTINGS]
@@ -554,8 +598,6 @@ def to_markdown(df, device: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    import pandas as pd
-
     from danet.errors import DanetError
 
     p = argparse.ArgumentParser(prog="danet bench", description=__doc__.split("\n\n")[0])
@@ -583,24 +625,19 @@ def main(argv: list[str] | None = None) -> int:
     except DanetError as e:
         print(f"danet bench: error: {e}", file=sys.stderr)
         return 2
-    rows: list[dict] = []
-    bench = Bench(device, args.quick, rows)
-    for name in settings:
-        s = SETTINGS[name]
-        if args.quick:
-            s = dataclasses.replace(s, steps=2, warmup=1, rounds=2, block=1)
-        bench.run_setting(s, chosen, options, setting_config(s, args.quick))
-    df = pd.DataFrame(rows)
-    df["device"] = device_name(device)
-    df = df[[c for c in COLUMNS if c in df]]
     out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    from danet.utils import atomic_write_bytes
-
-    atomic_write_bytes(out, df.to_csv(index=False).encode())
-    text = to_markdown(df, device_name(device))
-    atomic_write_bytes(out.with_suffix(".md"), text.encode())
-    print(text)
+    bench = Bench(device, args.quick, out)
+    try:
+        for name in settings:
+            s = SETTINGS[name]
+            if args.quick:
+                s = dataclasses.replace(s, steps=2, warmup=1, rounds=2, block=1)
+            bench.run_setting(s, chosen, options, setting_config(s, args.quick))
+    except KeyboardInterrupt:  # Ctrl-C: what was measured is already on disk
+        kept = f"{out} keeps the {len(bench.rows)} rows measured" if bench.rows else "no rows"
+        print(f"danet bench: stopped; {kept}", file=sys.stderr)
+        return 130
+    print(to_markdown(frame(bench.rows, device), device_name(device)))
     print(f"wrote {out} and {out.with_suffix('.md')}", file=sys.stderr)
     return 0
 

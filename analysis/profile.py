@@ -233,11 +233,10 @@ def profile(
     measure: bool = True,
     full: bool = False,
     model_fvcore: bool = True,
-    log: Callable[[str], None] | None = None,
-    on_variant: Callable[[Any], None] | None = None,
+    on_row: Callable[[Any], None] | None = None,
 ) -> Any:
     """One tidy row per variant x scope x size (x backbone for the model), as a DataFrame.
-    `on_variant(df)` gets the rows so far after each variant (main saves partial results)."""
+    `on_row(df)` gets the rows so far after each row (main saves and prints it at once)."""
     import pandas as pd
 
     rows = []
@@ -250,8 +249,6 @@ def profile(
         if "model" in scopes:
             jobs += [("model", tuple(s), b) for b in backbones for s in model_inputs]
         for scope, size, backbone in jobs:
-            if log:
-                log(f"{variant} {scope} {backbone} {size}")
             shape = input_shape(scope, size)
             h, w = shape[-2:]
             row: dict[str, Any] = {
@@ -275,8 +272,8 @@ def profile(
                 )
             row.update(device=device, torch=torch.__version__)
             rows.append(row)
-        if on_variant:
-            on_variant(pd.DataFrame(rows, columns=COLUMNS))
+            if on_row:
+                on_row(pd.DataFrame(rows, columns=COLUMNS))
     return pd.DataFrame(rows, columns=COLUMNS)
 
 
@@ -287,6 +284,25 @@ def write_csv(df, path: Path) -> None:
     buf = io.StringIO()
     df.to_csv(buf, index=False)
     atomic_write_bytes(path, buf.getvalue().encode())
+
+
+# the figures of a row's line on stderr, as to_markdown shows them
+FIGURES = ("params_m", "gmacs_fvcore", "gflops_flopcounter", "rel_diff", "mem_fwd_mb",
+           "mem_fwdbwd_mb", "latency_ms")  # fmt: skip
+
+
+def row_line(row: dict[str, Any]) -> str:
+    """One profiled row as a line, e.g. `[profile] pam head 33x33: params_m 4.2, ...`."""
+    where = " ".join(str(row[k]) for k in ("variant", "scope", "backbone", "size") if row[k])
+    figures = [f"{k} {row[k]:.4g}" for k in FIGURES if row[k] == row[k]]  # NaN: not measured
+    return f"[profile] {where}: " + ", ".join(figures)
+
+
+def saved_and_printed(df, path: Path) -> None:
+    """main's on_row: the CSV rewritten with every row so far (a run stopped at any point
+    keeps them), then the new row on stderr."""
+    write_csv(df, path)
+    print(row_line(df.iloc[-1].to_dict()), file=sys.stderr, flush=True)
 
 
 def to_markdown(df) -> str:
@@ -365,8 +381,7 @@ def main(argv: list[str] | None = None) -> int:
         measure=not args.no_measure,
         full=args.full,
         model_fvcore=not args.quick,
-        log=lambda msg: print(f"profiling {msg}", file=sys.stderr, flush=True),
-        on_variant=functools.partial(write_csv, path=Path(args.out)),
+        on_row=functools.partial(saved_and_printed, path=Path(args.out)),
     )
     write_csv(df, Path(args.out))
     print(to_markdown(df))

@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import html
 import json
+import re
 import sys
 import time
 from pathlib import Path
@@ -33,11 +34,27 @@ from analysis.tables import (
 )
 from danet.utils import atomic_write_bytes
 
+# Wide tables scroll inside their own box (.table-wrap), never the page: the header row sticks
+# to the box's top and, in the result tables (.sticky-first), the first column to its left
+# edge. Sticky cells need border-collapse: separate (collapsed borders scroll away) and an
+# opaque background. The box's max-height gives the sticky header something to stick in.
 CSS = """
-body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1200px;padding:0 1em}
-table{border-collapse:collapse;font-size:13px;margin:1em 0}
-th,td{border:1px solid #ccc;padding:3px 7px;text-align:left;white-space:nowrap}
-th{background:#f3f3f3} img{max-width:100%;border:1px solid #eee}
+body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1200px;padding:0 1em;
+  overflow-wrap:break-word}
+.table-wrap{width:fit-content;max-width:100%;max-height:80vh;overflow:auto;margin:1em 0;
+  border-top:1px solid #ccc;border-left:1px solid #ccc}
+table{border-collapse:separate;border-spacing:0;font-size:12px;
+  font-variant-numeric:tabular-nums;line-height:1.35}
+th,td{border-right:1px solid #ccc;border-bottom:1px solid #ccc;padding:2px 6px;
+  text-align:left;white-space:nowrap;background:#fff}
+th.num,td.num{text-align:right}
+thead th{position:sticky;top:0;z-index:2;background:#f3f3f3;vertical-align:bottom}
+tbody tr:nth-child(even) td{background:#fafafa} tbody tr:hover td{background:#eef4fb}
+.sticky-first td:first-child,.sticky-first th:first-child{position:sticky;left:0;z-index:1;
+  box-shadow:1px 0 0 #999}
+.sticky-first thead th:first-child{z-index:3}
+.wrap td:not(.num){white-space:normal;overflow-wrap:anywhere;min-width:8em}
+img{max-width:100%;height:auto;border:1px solid #eee} figure{margin:1em 0}
 pre{background:#f7f7f7;padding:.6em;overflow:auto} .note{color:#a40}
 """
 SCRIPT = """
@@ -111,8 +128,41 @@ def machine_table(raw: dict[str, dict]) -> pd.DataFrame:
     return t.groupby(list(t.columns), sort=True, dropna=False).size().reset_index(name="runs")
 
 
-def _table_html(df: pd.DataFrame) -> str:
-    return df.to_html(index=False, escape=True, border=0, na_rep="")
+_NUM = r"[+\-\u2212]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?"
+# a number, 'mean ± half-width' or '+d [lo, hi]': right-aligned so that digits line up
+NUMBER = re.compile(rf"{_NUM}(?: ± {_NUM})?(?: \[{_NUM}, {_NUM}\])?")
+
+
+def numeric_columns(df: pd.DataFrame) -> list[bool]:
+    """Per column: every non-empty cell is a number (and at least one is)."""
+    out = []
+    for c in df.columns:
+        cells = [t for t in df[c].map(_text) if t]
+        out.append(bool(cells) and all(NUMBER.fullmatch(t) for t in cells))
+    return out
+
+
+def _table_html(df: pd.DataFrame, sticky_first: bool = False, wrap: bool = False) -> str:
+    """The table in its own horizontally scrolling box, numeric columns right-aligned.
+    `sticky_first`: the first column (the method) stays in view while scrolling sideways;
+    `wrap`: text cells may wrap (long config values) instead of widening the table."""
+    num = numeric_columns(df)
+    classes = " ".join(c for c, on in [("sticky-first", sticky_first), ("wrap", wrap)] if on)
+
+    def cell(tag: str, value: object, is_num: bool) -> str:
+        attr = " class='num'" if is_num else ""
+        return f"<{tag}{attr}>{html.escape(_text(value), quote=False)}</{tag}>"
+
+    head = "".join(cell("th", c, n) for c, n in zip(df.columns, num))
+    rows = [
+        "<tr>" + "".join(cell("td", v, n) for v, n in zip(row, num)) + "</tr>"
+        for row in df.itertuples(index=False, name=None)
+    ]
+    table_class = f" class='{classes}'" if classes else ""
+    return (
+        f"<div class='table-wrap'><table{table_class}><thead><tr>{head}</tr></thead>"
+        f"<tbody>{''.join(rows)}</tbody></table></div>"
+    )
 
 
 def build_html(
@@ -140,9 +190,9 @@ def build_html(
         "variant has a baseline run of that seed, else Welch), p Holm-corrected across the "
         f"variants, and the verdict. {html.escape(CONVENTION)}.</p>"
     )
-    parts.append(_table_html(display_table(main)))
+    parts.append(_table_html(display_table(main), sticky_first=True))
     parts.append("<h2>Per-class IoU (%)</h2>")
-    parts.append(_table_html(per_class_display(per_class_table(df))))
+    parts.append(_table_html(per_class_display(per_class_table(df)), sticky_first=True))
     parts.append("<h2>Figures</h2>")
     for name, fig in figs.items():
         data = base64.b64encode(figure_bytes(fig, "png")).decode()
@@ -156,9 +206,9 @@ def build_html(
         parts.append("</ul>")
     common, varying = config_tables(raw)
     parts.append("<h2>Resolved configs</h2><h3>Keys that vary between runs</h3>")
-    parts.append(_table_html(varying) if not varying.empty else "<p>none</p>")
-    parts.append("<h3>Keys common to every run</h3>" + _table_html(common))
-    parts.append("<h2>Versions and machines</h2>" + _table_html(machine_table(raw)))
+    parts.append(_table_html(varying, wrap=True) if not varying.empty else "<p>none</p>")
+    parts.append("<h3>Keys common to every run</h3>" + _table_html(common, wrap=True))
+    parts.append("<h2>Versions and machines</h2>" + _table_html(machine_table(raw), wrap=True))
     parts.append("</body></html>\n")
     return "\n".join(parts)
 

@@ -15,8 +15,11 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 import matplotlib.cm
@@ -148,10 +151,12 @@ def attention_maps(
     img: torch.Tensor,
     points: list[tuple[int, int]],
     channels: list[int] | None = None,
+    log: Callable[[str], None] | None = None,
 ) -> AttentionMaps:
     """The attention rows of the points and CAM's output for one normalised image
     (1, 3, H, W). Raises DanetError for a point outside the image, or a model whose head
-    has neither a position-attention module nor CAM."""
+    has neither a position-attention module nor CAM. `log` hears of the forward pass once
+    those checks pass (a large model's takes a while)."""
     H, W = img.shape[-2:]
     for px, py in points:
         if not (0 <= px < W and 0 <= py < H):
@@ -159,6 +164,8 @@ def attention_maps(
     pos, cam = _first(model, POSITION), _first(model, (CAM,))
     if pos is None and cam is None:
         raise DanetError(refusal(model))
+    if log:
+        log(f"attention maps of the {W}x{H} image (one forward pass)")
     seen = _hooked_forward(model, img, pos, cam)
     maps = AttentionMaps()
     if pos is not None:
@@ -241,24 +248,30 @@ def _title(maps: AttentionMaps, point: tuple[int, int]) -> str:
     return f"{maps.module} attention of the query {point}, marked ×\nover {keys}"
 
 
-def draw(img: torch.Tensor, maps: AttentionMaps, out: Path) -> list[Path]:
-    """The PNGs: <module>_point_X_Y.png per point and cam_channels.png."""
+def draw(img: torch.Tensor, maps: AttentionMaps, out: Path, progress: bool = False) -> list[Path]:
+    """The PNGs: <module>_point_X_Y.png per point and cam_channels.png. `progress`: a bar of
+    the PNGs written on stderr (each takes about a second at DPI 200)."""
+    from danet.engine.sinks import progress_bar
+
     out.mkdir(parents=True, exist_ok=True)
     rgb, size = _show(img), img.shape[-2:]
     prefix = {"PAM": "pam", "SAGAN": "sagan", "Non-local": "nonlocal"}
-    figures = {
-        f"{prefix[maps.module]}_point_{px}_{py}.png": point_figure(
-            rgb, on_image(row, maps, size), (px, py), _title(maps, (px, py))
-        )
-        for (px, py), row in maps.rows.items()
-    }
+    # each figure is made when it is drawn: one open figure at a time, however many points
+    figures: dict[str, Callable[[], Any]] = {}
+    for (px, py), row in maps.rows.items():
+        weights, title = on_image(row, maps, size), _title(maps, (px, py))
+        name = f"{prefix[maps.module]}_point_{px}_{py}.png"
+        figures[name] = partial(point_figure, rgb, weights, (px, py), title)
     if maps.cam_out is not None:
-        figures["cam_channels.png"] = channel_figure(rgb, maps.cam_out, maps.channels)
+        figures["cam_channels.png"] = partial(channel_figure, rgb, maps.cam_out, maps.channels)
     written = []
-    for name, fig in figures.items():
-        fig.savefig(out / name, dpi=DPI, bbox_inches="tight")
-        plt.close(fig)
-        written.append(out / name)
+    with progress_bar(len(figures), "drawing", progress, unit="png") as bar:
+        for name, make in figures.items():
+            fig = make()
+            fig.savefig(out / name, dpi=DPI, bbox_inches="tight")
+            plt.close(fig)
+            written.append(out / name)
+            bar.update()
     return written
 
 
@@ -308,11 +321,16 @@ def main(argv: list[str] | None = None) -> int:
     asked = bool(args.points)
     if not asked:  # the image centre, so a bare call still shows the position attention
         args.points = [(img.shape[-1] // 2, img.shape[-2] // 2)]
-    maps = attention_maps(model, img, args.points, args.channels)
+    maps = attention_maps(model, img, args.points, args.channels, log=say)
     if asked and not maps.rows:
-        print(f"danet visualize: {refusal(model)}; --points ignored", file=sys.stderr)
+        say(f"{refusal(model)}; --points ignored")
     name = target.name if target.is_dir() else target.stem
     out = Path(args.out) if args.out else Path("reports") / "visualize" / name
-    for path in draw(img, maps, out):
+    for path in draw(img, maps, out, progress=True):
         print(path)
     return 0
+
+
+def say(message: str) -> None:
+    """A step of `danet visualize` on stderr (a large model's forward pass takes a while)."""
+    print(f"danet visualize: {message}", file=sys.stderr, flush=True)

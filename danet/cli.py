@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import sys
 from pathlib import Path
 
@@ -14,13 +15,17 @@ from danet.errors import DanetError
 def cmd_train(args: argparse.Namespace) -> int:
     from danet import config as C
     from danet.checks import check_config
-    from danet.engine.train import run
+    from danet.engine.train import STOP_FILE, run
 
     cfg = C.build(args.config, args.overrides)
     check_config(cfg)
     run_dir = Path(args.run_dir) if args.run_dir else Path(args.runs_root) / "train" / C.run_id(cfg)
     print(f"run dir: {run_dir}")
+    (run_dir / STOP_FILE).unlink(missing_ok=True)  # a stop asked of an earlier session
     result = run(cfg, run_dir)
+    if result is None:
+        print("stopped (asked by stop.json), checkpoint saved; the same command resumes")
+        return 130
     print(
         f"mIoU {100 * result['miou']:.2f}  pixel acc {100 * result['pixel_accuracy']:.2f}  "
         f"({run_dir / 'result.json'})"
@@ -83,6 +88,12 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     if args.no_wait:
         print(f"submitted; follow with: danet status {sweep_dir}")
         return 0
+    halted = [o for o in outcomes if o.state in ("stopped", "killed", "unstarted")]
+    if halted:
+        again = shlex.join(["danet", "sweep", args.grid, *args.overrides])
+        print(f"interrupted: {len(halted)} runs not finished (their checkpoints are kept); "
+              f"the same command resumes them: {again}", file=sys.stderr)  # fmt: skip
+        return 130
     if not args.no_report:
         order = [str(v) for v in grid.axes.get("model.variant", [])]
         _report(sweep_dir, Path(args.reports) / grid.name, order)

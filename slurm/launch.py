@@ -15,7 +15,7 @@ import logging
 import os
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +25,7 @@ import submitit
 from danet import config as C
 from danet.errors import DanetError
 from danet.utils import atomic_write_json
+from slurm import stopping
 from slurm.grid import Launcher, RunSpec
 from slurm.snapshot import code_snapshot, rescue_stranded
 from slurm.status import run_state, slurm_queue
@@ -43,7 +44,7 @@ class TrainJob:
             raise ValueError(f"TrainJob needs an absolute run folder, got {run_dir}")
         self.cfg, self.run_dir = cfg, run_dir
 
-    def __call__(self) -> float:
+    def __call__(self) -> float | None:
         from danet.engine.preemption import Preemption
         from danet.engine.train import run
 
@@ -54,6 +55,8 @@ class TrainJob:
             self.preemption = Preemption()  # this process's run, for checkpoint() below
             cfg = C.from_dict(self.cfg, f"{self.run_dir}/config.yaml")
             result = run(cfg, Path(self.run_dir), preemption=self.preemption)
+            if result is None:  # asked to stop (stop.json): checkpointed, the next sweep resumes
+                return None
         except Exception as e:
             if env.global_rank == 0:
                 atomic_write_json(
@@ -75,7 +78,9 @@ class TrainJob:
 @dataclass
 class Outcome:
     spec: RunSpec
-    state: str  # done (before), active (queued or running elsewhere), finished, failed, submitted
+    # done (before), finished, failed, submitted (--no-wait), stopped (asked to, checkpointed:
+    # the next sweep resumes it), killed (a second Ctrl-C), unstarted (the sweep was stopped)
+    state: str
     message: str = ""
     log: str = ""
 
@@ -154,6 +159,7 @@ def _claim(spec: RunSpec, launcher: Launcher) -> None:
     record = {"cluster": launcher.cluster, "host": os.uname().nodename,
               "queued_by": os.getpid(), "submitted": time.time()}  # fmt: skip
     atomic_write_json(spec.run_dir / "job.json", record)
+    stopping.clear_stop(spec.run_dir)  # a stop asked of an earlier sweep does not hold now
 
 
 def _record(spec: RunSpec, job: submitit.Job, launcher: Launcher) -> None:
@@ -238,21 +244,54 @@ def _submit_slurm(todo, sweep_dir, launcher, size: int, echo) -> list:
 
 
 def _launch_local(todo, folder, launcher, echo) -> list[Outcome]:
+    """Run the claimed runs, max_parallel at once. The first SIGINT/SIGTERM asks the running
+    ones to stop at their next step (checkpointed) and starts no more; the second kills them."""
+    stopping.jobs_in_own_sessions()
     executor = make_executor(folder, launcher)
     running: list = []
     done: list[Outcome] = []
     queue = list(todo)
-    while queue or running:
-        while queue and len(running) < launcher.max_parallel:
-            spec = queue.pop(0)
-            resumed = " (resuming)" if (spec.run_dir / "ckpt").exists() else ""
-            executor.update_parameters(name=spec.run_id)
-            job = executor.submit(TrainJob(C.to_dict(spec.cfg), str(spec.run_dir)))
-            _record(spec, job, launcher)
-            echo(f"  start  {spec.run_id}{resumed}  job {job.job_id}")
-            running.append((job, spec))
-        done += _wait(running, 0.5 if launcher.cluster == "debug" else 2.0, echo, until_one=True)
+    poll = 0.5 if launcher.cluster == "debug" else 2.0
+    handled = 0  # interrupts acted upon
+    with stopping.Interrupts() as interrupts:
+        while queue or running:
+            if interrupts.count > handled:
+                handled = interrupts.count
+                done += _interrupt(handled, running, queue, echo)
+            while queue and len(running) < launcher.max_parallel:
+                spec = queue.pop(0)
+                resumed = " (resuming)" if (spec.run_dir / "ckpt").exists() else ""
+                executor.update_parameters(name=spec.run_id)
+                job = executor.submit(TrainJob(C.to_dict(spec.cfg), str(spec.run_dir)))
+                _record(spec, job, launcher)
+                echo(f"  start  {spec.run_id}{resumed}  job {job.job_id}")
+                running.append((job, spec))
+            seen = handled
+            done += _wait(running, poll, echo, until_one=True,
+                          interrupted=lambda seen=seen: interrupts.count > seen)  # fmt: skip
     return done
+
+
+def _interrupt(count: int, running: list, queue: list, echo) -> list[Outcome]:
+    """The first interrupt: stop requests to the running runs, the queued ones unclaimed; the
+    second: the running jobs killed (their newest checkpoint stays; the next sweep resumes)."""
+    out = []
+    if count == 1:
+        for spec in queue:  # never started: unclaimed, as if this sweep had not chosen them
+            (spec.run_dir / "job.json").unlink(missing_ok=True)
+            out.append(Outcome(spec, "unstarted"))
+        queue.clear()
+        for _, spec in running:
+            stopping.request_stop(spec.run_dir, "danet sweep (interrupted)")
+        echo(f"stopping: {len(running)} running runs save a checkpoint at the end of their "
+             "step and exit; interrupt again to kill them now")  # fmt: skip
+        return out
+    for job, spec in list(running):
+        stopping.kill(job)
+        running.remove((job, spec))
+        echo(f"  killed {spec.run_id}  (its newest checkpoint stays)")
+        out.append(Outcome(spec, "killed", log=str(job.paths.stderr)))
+    return out
 
 
 def _watch(others: list[RunSpec], launcher: Launcher, echo, poll: float = 5.0) -> list[Outcome]:
@@ -283,11 +322,13 @@ def _watch(others: list[RunSpec], launcher: Launcher, echo, poll: float = 5.0) -
 
 
 def _wait(
-    running: list, poll: float, echo, until_one: bool = False, slurm: bool = False
-) -> list[Outcome]:
-    """Wait for the jobs (all of them, or the first to end); `running` is updated in place."""
+    running: list, poll: float, echo, until_one: bool = False, slurm: bool = False,
+    interrupted: Callable[[], bool] = lambda: False,
+) -> list[Outcome]:  # fmt: skip
+    """Wait for the jobs (all of them, or the first to end, or until `interrupted()`);
+    `running` is updated in place."""
     out: list[Outcome] = []
-    while running:
+    while running and not interrupted():
         for job, spec in [r for r in running if r[0].done()]:
             running.remove((job, spec))
             out.append(_finish(job, spec, echo))
@@ -331,5 +372,9 @@ def _finish(job: submitit.Job, spec: RunSpec, echo) -> Outcome:
         message = job_error(str(e)) or type(e).__name__
         echo(f"  FAILED {spec.run_id}: {message}  (log: {os.path.relpath(log) if log else '-'})")
         return Outcome(spec, "failed", message, log)
+    if miou is None:  # asked to stop (stop.json): checkpointed at the end of a step
+        iteration = run_state(spec.run_dir).iteration
+        echo(f"  stopped {spec.run_id}  at iteration {iteration}, checkpoint saved")
+        return Outcome(spec, "stopped", log=log)
     echo(f"  done   {spec.run_id}  mIoU {100 * miou:.2f}")
     return Outcome(spec, "finished", log=log)

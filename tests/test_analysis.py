@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import time
@@ -464,6 +465,88 @@ def test_report_renders_in_headless_chromium(chromium, report_html, tmp_path):
     assert f'data-images-loaded="{len(FIGURES)}/{len(FIGURES)}"' in dom, (elapsed, dom[:500])
     assert 'data-images="ok"' in dom
     assert "73.00 ± 7.45" in dom
+
+
+CITYSCAPES = [
+    "road", "sidewalk", "building", "wall", "fence", "pole", "traffic light", "traffic sign",
+    "vegetation", "terrain", "sky", "person", "rider", "car", "truck", "bus", "train",
+    "motorcycle", "bicycle",
+]  # fmt: skip
+# window.onload writes the layout's widths into <body> for --dump-dom to show: the page's
+# scrollWidth beyond its clientWidth is horizontal overflow; a table's width beyond its
+# parent's says that the fixture's tables really are too wide for the page
+MEASURE = """<script>
+window.addEventListener('load', function () {
+  var root = document.documentElement, b = document.body;
+  var tables = Array.prototype.slice.call(document.querySelectorAll('table'));
+  b.setAttribute('data-inner-width', window.innerWidth);
+  b.setAttribute('data-client-width', root.clientWidth);
+  b.setAttribute('data-scroll-width', Math.max(root.scrollWidth, b.scrollWidth));
+  b.setAttribute('data-table-excess', Math.max.apply(null, tables.map(function (t) {
+    return t.scrollWidth - t.parentElement.clientWidth; })));
+  var th = document.querySelector('thead th');
+  b.setAttribute('data-header', th ? getComputedStyle(th).position : 'none');
+});
+</script>"""
+
+
+def write_wide_runs(root: Path) -> Path:
+    """Runs of every COST variant, two backbones and 19 Cityscapes-like classes: main and
+    per-class tables wider than the report's text column in a 1400 px window."""
+    runs = root / "runs"
+    for i, variant in enumerate(COST):
+        for backbone, seed in [(b, s) for b in ("resnet50", "resnet101") for s in (0, 1)]:
+            r = _result(variant, seed, 0.6 + 0.01 * i + 0.005 * seed)
+            ious = {c: round(0.3 + 0.03 * k + 0.01 * i, 6) for k, c in enumerate(CITYSCAPES)}
+            for metrics in (r, *r["eval"].values()):
+                metrics["per_class_iou"] = ious
+            r.update(classes=CITYSCAPES, backbone=backbone, run_id=f"{variant}-{backbone}-s{seed}")
+            d = runs / "wide" / r["run_id"]
+            d.mkdir(parents=True)
+            (d / "result.json").write_text(json.dumps(r))
+    return runs
+
+
+@pytest.fixture(scope="module")
+def wide_report(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("wide")
+    out = root / "report.html"
+    runs = write_wide_runs(root)
+    assert report.main([str(runs), "--out", str(out), "--profile", str(root / "none.csv")]) == 0
+    return out
+
+
+def test_report_tables_scroll_in_their_own_box(wide_report):
+    text = wide_report.read_text()
+    assert text.count("<table") == text.count("<div class='table-wrap'><table") == 5
+    assert text.count("<table class='sticky-first'>") == 2  # main and per-class
+    assert "<th class='num'>traffic light</th>" in text  # numeric columns right-aligned
+    assert "<td class='num'>30.0</td>" in text and "<td>resnet101</td>" in text
+
+
+def _layout(chromium: str, page: Path, tmp_path: Path) -> dict[str, str]:
+    """The data-* widths MEASURE writes, of `page` loaded in a 1400 px wide headless window."""
+    measured = tmp_path / "measured.html"
+    measured.write_text(page.read_text().replace("</body>", MEASURE + "</body>", 1))
+    proc = subprocess.run(
+        [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+         f"--user-data-dir={tmp_path / 'profile'}", "--window-size=1400,900",
+         "--hide-scrollbars", "--virtual-time-budget=10000", "--dump-dom", measured.as_uri()],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    body = re.search(r"<body([^>]*)>", proc.stdout)
+    assert body, proc.stdout[:500]
+    return dict(re.findall(r'data-([a-z-]+)="([^"]*)"', body.group(1)))
+
+
+def test_report_wide_tables_do_not_overflow_a_1400px_page(chromium, wide_report, tmp_path):
+    layout = _layout(chromium, wide_report, tmp_path)
+    assert layout["inner-width"] == "1400", layout  # the window size took effect
+    assert int(layout["table-excess"]) > 0, layout  # the fixture's tables are too wide...
+    # ...and scroll inside their own box: the page itself never scrolls sideways
+    assert int(layout["scroll-width"]) <= int(layout["client-width"]), layout
+    assert layout["header"] == "sticky", layout
 
 
 def test_runs_with_number_changing_speed_options_are_never_pooled():

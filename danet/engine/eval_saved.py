@@ -72,7 +72,10 @@ def evaluate_saved(
     config_file: str | None = None,
     overrides: list[str] | None = None,
     save_dir: Path | None = None,
+    progress: bool = True,
 ) -> dict:
+    """The metrics of a saved model in each mode; `progress`: a bar of the images done on
+    stderr (danet eval's; the whole evaluation can take minutes)."""
     extra = list(overrides or [])
     if modes:
         extra.append(f"eval.modes=[{','.join(modes)}]")
@@ -85,7 +88,7 @@ def evaluate_saved(
     cms = evaluate(
         speed.prepare(model.to(device), cfg.train), dataset, len(dataset.classes), device,
         cfg.eval, cfg.data.crop_size, dataset.ignore_index, save_dir, cfg.data.num_workers,
-        cfg.train.amp,
+        cfg.train.amp, progress,
     )  # fmt: skip
     by_mode = {mode: metrics_dict(cm, dataset.classes) for mode, cm in cms.items()}
     first = by_mode[cfg.eval.modes[0]]

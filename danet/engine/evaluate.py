@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +14,7 @@ from torch.utils.data import DataLoader, Dataset
 from danet.config import EvalConfig
 from danet.engine import speed
 from danet.engine.inference import predict
+from danet.engine.sinks import progress_bar
 from danet.metrics import ConfusionMatrix
 
 
@@ -28,11 +30,14 @@ def evaluate(
     save_dir: Path | None = None,
     num_workers: int = 0,
     amp: str = "off",
+    progress: bool = False,
 ) -> dict[str, ConfusionMatrix]:
     """One confusion matrix per mode of cfg.modes, from the main (fused) output; each image
     is loaded once for all modes. `save_dir` receives the first mode's predictions as PNGs in
     the dataset's own label encoding (Cityscapes: labelIds, as its official evaluation wants).
-    Eval mode is restored to what it was; `amp` is the run's train.amp (danet.engine.speed)."""
+    Eval mode is restored to what it was; `amp` is the run's train.amp (danet.engine.speed).
+    `progress`: a bar on stderr of the images done, with each mode's seconds per image (off
+    inside training, whose own bar runs; `danet eval` turns it on)."""
     cfg = cfg or EvalConfig()
     was_training = model.training
     model.eval()
@@ -40,17 +45,30 @@ def evaluate(
     # Images of one size (the built-in dataset) go through in batches; others one by one.
     batch = 8 if getattr(dataset, "same_size", False) and cfg.modes == ("whole",) else 1
     seen = 0
-    for img, lab in DataLoader(dataset, batch_size=batch, shuffle=False, num_workers=num_workers):
-        img = img.to(device)
-        for mode in cfg.modes:
-            with speed.autocast(amp, device):
-                pred = predict(model, img, mode, cfg, default_crop).argmax(1).cpu()
-            cms[mode].update(pred, lab)
-            if save_dir is not None and mode == cfg.modes[0]:
-                _save(pred, dataset, seen, save_dir)
-        seen += len(img)
+    spent = dict.fromkeys(cfg.modes, 0.0)  # seconds in each mode, for the bar
+    loader = DataLoader(dataset, batch_size=batch, shuffle=False, num_workers=num_workers)
+    bar = progress_bar(len(dataset), f"eval {','.join(cfg.modes)}", progress, unit="img")
+    with bar:
+        for img, lab in loader:
+            img = img.to(device)
+            for mode in cfg.modes:
+                start = time.perf_counter()
+                with speed.autocast(amp, device):
+                    # .cpu() waits for the device, so the time is the mode's own
+                    pred = predict(model, img, mode, cfg, default_crop).argmax(1).cpu()
+                spent[mode] += time.perf_counter() - start
+                cms[mode].update(pred, lab)
+                if save_dir is not None and mode == cfg.modes[0]:
+                    _save(pred, dataset, seen, save_dir)
+            seen += len(img)
+            bar.set_postfix_str(_per_image(spent, seen), refresh=False)
+            bar.update(len(img))
     model.train(was_training)
     return cms
+
+
+def _per_image(spent: dict[str, float], seen: int) -> str:
+    return ", ".join(f"{mode} {s / seen:.3g} s/img" for mode, s in spent.items())
 
 
 def _save(pred: torch.Tensor, dataset: Dataset, first: int, save_dir: Path) -> None:

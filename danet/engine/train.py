@@ -186,7 +186,7 @@ def train(
     r.model.train()
     t0 = time.perf_counter()
     clock = lambda: elapsed + time.perf_counter() - t0  # noqa: E731  (training time so far)
-    done = start
+    done, stop = start, False
     preemption.save = lambda: save(r, done, clock())  # the last finished iteration
     for it in range(start, total):
         with preemption.step():
@@ -202,12 +202,33 @@ def train(
             sinks.bar.update()
             if cfg.eval.every and done % cfg.eval.every == 0 and done < total:
                 validate(r, done, sinks)  # before the checkpoint: a resumed run has it
-            if done % cfg.train.checkpoint_every == 0 or done in (total, stop_after):
+            stop = done < total and stop_requested(r, done)
+            if done % cfg.train.checkpoint_every == 0 or done in (total, stop_after) or stop:
                 save(r, done, clock())
+        if stop:
+            sinks.event(event="stopped", iteration=done)
+            return None
         if done == stop_after and done < total:
             return None
     preemption.save = None
     return clock()
+
+
+STOP_FILE = "stop.json"  # written by an interrupted `danet sweep` or `danet cancel`
+
+
+def stop_requested(r: Run, done: int) -> bool:
+    """Whether the run was asked to stop (RUN_DIR/stop.json): it stops at this step's end,
+    checkpointed, to be resumed by the next sweep. Several processes decide together at the
+    logging steps (all must stop at one iteration); one process looks at every step."""
+    world = r.info.world_size
+    if world > 1 and done % r.cfg.train.log_every:
+        return False
+    asked = (r.run_dir / STOP_FILE).exists() if r.main else False
+    if world > 1:
+        flag = torch.tensor([float(asked)], device=r.device)
+        asked = bool(distributed.all_sum(flag, r.info).item())
+    return asked
 
 
 def evaluate_split(r: Run, modes: tuple[str, ...]) -> dict[str, dict]:

@@ -1,0 +1,83 @@
+"""Stopping a sweep cleanly. A run is asked to stop by its RUN_DIR/stop.json: its training
+loop stops at the end of the running step, saves a checkpoint and exits (result None), and
+the next sweep resumes it (danet.engine.train.stop_requested).
+
+A local sweep turns SIGINT (Ctrl-C) and SIGTERM into such requests for its running runs and
+starts no more; a second signal kills them. Its jobs run in sessions of their own, so a
+Ctrl-C in the terminal reaches the sweep alone: submitit's local controller, in the
+terminal's process group, would otherwise get it too and kill its run mid-step.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import threading
+import time
+from pathlib import Path
+from types import FrameType
+
+import submitit
+import submitit.local.local
+
+from danet.engine.train import STOP_FILE
+from danet.utils import atomic_write_json
+
+
+class _NewSession:
+    """`subprocess` as submitit's local executor uses it, with every job started in a session
+    (and process group) of its own. submitit has no option for it, hence this shim."""
+
+    def __getattr__(self, name: str):
+        return getattr(subprocess, name)
+
+    @staticmethod
+    def Popen(*args, **kwargs) -> subprocess.Popen:  # noqa: N802  (subprocess's name)
+        return subprocess.Popen(*args, **{**kwargs, "start_new_session": True})
+
+
+def jobs_in_own_sessions() -> None:
+    """Make submitit's local executor start each job in a new session (idempotent)."""
+    submitit.local.local.subprocess = _NewSession()  # type: ignore[assignment]
+
+
+def request_stop(run_dir: Path, by: str) -> None:
+    atomic_write_json(run_dir / STOP_FILE, {"by": by, "pid": os.getpid(), "time": time.time()})
+
+
+def clear_stop(run_dir: Path) -> None:
+    (run_dir / STOP_FILE).unlink(missing_ok=True)
+
+
+def kill(job: submitit.Job) -> None:
+    """SIGKILL a local job's whole process group (its controller and its tasks); reaped."""
+    process = getattr(job, "_process", None)
+    if process is None or process.poll() is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):  # ended meanwhile
+        os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+
+
+class Interrupts:
+    """While active, SIGINT and SIGTERM are counted instead of raising KeyboardInterrupt (or
+    ending the process); only in the main thread, where Python delivers signals."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self._saved: dict[int, object] = {}
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        self.count += 1
+
+    def __enter__(self) -> Interrupts:
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._saved[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, handler in self._saved.items():
+            signal.signal(sig, handler)  # type: ignore[arg-type]

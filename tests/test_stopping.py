@@ -1,0 +1,119 @@
+"""Stopping a local sweep as a user does: Ctrl-C (SIGINT to the terminal's process group).
+Each run stops at a step's end with a checkpoint, no process of the sweep is left, and the same
+command resumes the runs to the results of an uninterrupted sweep."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from danet import config as C
+from danet.engine import checkpoint
+from danet.engine.train import STOP_FILE, run
+
+from .conftest import TINY, wait_for
+
+ITERATIONS = 200  # long enough to be interrupted mid-run; checkpoints only every 100
+
+
+def _grid(tmp_path: Path) -> Path:
+    config: dict = {}
+    for item in [*TINY, f"train.iterations={ITERATIONS}", "train.checkpoint_every=100",
+                 "train.tensorboard=false"]:  # fmt: skip
+        key, value = item.split("=", 1)
+        section, leaf = key.split(".")
+        config.setdefault(section, {})[leaf] = yaml.safe_load(value)
+    path = tmp_path / "stop.yaml"
+    path.write_text(yaml.safe_dump({
+        "name": "stop", "config": config, "grid": {"model.variant": ["none", "pam"]},
+        "launcher": {"cluster": "local", "max_parallel": 2, "timeout_min": 10},
+    }))  # fmt: skip
+    return path
+
+
+def _iteration(run_dir: Path) -> int:
+    try:
+        lines = (run_dir / "log.jsonl").read_text().splitlines()
+    except OSError:
+        return 0
+    return max([json.loads(ln).get("iteration", 0) for ln in lines if ln.endswith("}")] or [0])
+
+
+def _group(pgid: int) -> list[int]:
+    """Live processes of process group `pgid` (a local job's controller and its tasks)."""
+    out = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[2]) == pgid and fields[0] != "Z":
+                out.append(int(entry.name))
+    return out
+
+
+def _sweep(grid: Path, cwd: Path) -> subprocess.Popen:
+    # its own session, as a shell starts a command: the test's SIGINT to that group is Ctrl-C
+    return subprocess.Popen(
+        [sys.executable, "-m", "danet.cli", "sweep", str(grid), "--no-report"], cwd=cwd,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+    )  # fmt: skip
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_every_run_at_a_checkpoint_and_the_same_command_resumes(tmp_path):
+    grid = _grid(tmp_path)
+    sweep_dir = tmp_path / "runs" / "stop"
+    proc = _sweep(grid, tmp_path)
+    try:
+        wait_for(lambda: len(list(sweep_dir.glob("*/log.jsonl"))) == 2
+                 and all(_iteration(p.parent) >= 3 for p in sweep_dir.glob("*/log.jsonl")),
+                 240, "both runs training")  # fmt: skip
+        jobs = [int(json.loads(p.read_text())["job_id"]) for p in sweep_dir.glob("*/job.json")]
+        groups = {pgid: _group(pgid) for pgid in jobs}
+        assert all(len(pids) >= 2 for pids in groups.values())  # a controller and its task
+        os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C: the whole foreground group
+        out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert proc.returncode == 130, out + err
+    assert "stopping: 2 running runs save a checkpoint" in out
+    assert out.count("  stopped ") == 2 and "the same command resumes them" in err
+    wait_for(lambda: not any(_group(g) for g in groups), 10, "the jobs' processes to end")
+    for run_dir in (p.parent for p in sweep_dir.glob("*/config.yaml")):
+        events = [json.loads(ln) for ln in (run_dir / "log.jsonl").read_text().splitlines()]
+        (stopped,) = [e["iteration"] for e in events if e.get("event") == "stopped"]
+        assert 3 <= stopped < ITERATIONS and stopped % 100  # stopped mid-run, not at a periodic
+        newest = checkpoint.latest(run_dir)  # intact: it loads, at the stopped iteration
+        assert newest is not None and newest["iteration"] == stopped
+        assert not (run_dir / "result.json").exists() and (run_dir / STOP_FILE).exists()
+    status = subprocess.run([sys.executable, "-m", "danet.cli", "status", str(grid)],
+                            cwd=tmp_path, capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert "2 stopped" in status.stdout, status.stdout
+
+    again = _sweep(grid, tmp_path)  # the same command
+    out, err = again.communicate(timeout=600)
+    assert again.returncode == 0, out + err
+    assert out.count("(resuming)") == 2 and out.count("  done ") == 2
+    for run_dir in (p.parent for p in sweep_dir.glob("*/config.yaml")):
+        resumed = json.loads((run_dir / "result.json").read_text())
+        straight = run(C.build(run_dir / "config.yaml"), tmp_path / "straight" / run_dir.name,
+                       progress=False)  # fmt: skip
+        # exact by construction: one thread, the same kernels on this machine, and a resume
+        # restores weights, optimiser, random state and the data order
+        assert resumed["per_class_iou"] == straight["per_class_iou"]
+        a = torch.load(checkpoint.list_checkpoints(run_dir)[-1], weights_only=False)["model"]
+        b = torch.load(checkpoint.list_checkpoints(tmp_path / "straight" / run_dir.name)[-1],
+                       weights_only=False)["model"]  # fmt: skip
+        assert all(torch.equal(a[k], b[k]) for k in a)
