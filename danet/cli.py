@@ -61,6 +61,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         load_grid,
     )
     from slurm.launch import launch
+    from slurm.live import LiveView
     from slurm.seeds_until import check_seeds_until, seeds_until
 
     grid = load_grid(args.grid)
@@ -78,7 +79,14 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         print(describe(specs))
         return 0
     sweep_dir = Path(args.runs_root) / grid.name
-    outcomes = launch(specs, sweep_dir, launcher, args.retry_failed, not args.no_wait)
+    waits = not args.no_wait or launcher.cluster != "slurm"  # local jobs end with the sweep
+    view = LiveView(specs, launcher, every_s=args.progress_every) if waits else None
+    try:
+        outcomes = launch(specs, sweep_dir, launcher, args.retry_failed, not args.no_wait,
+                          **({"echo": view.echo, "tick": view.tick} if view else {}))  # fmt: skip
+    finally:
+        if view is not None:
+            view.close()
     failed = [o for o in outcomes if o.state == "failed"]
     if args.seeds_until is not None and not failed:
         outcomes += seeds_until(
@@ -111,17 +119,24 @@ def cmd_status(args: argparse.Namespace) -> int:
     from tabulate import tabulate
 
     from slurm.snapshot import stranded_runs
-    from slurm.status import status_table
+    from slurm.status import counts, status_json, status_rows, sweep_states
 
-    target = Path(args.sweep)
+    target, expected = Path(args.sweep), None
     if target.suffix in (".yaml", ".yml") and target.is_file():
-        from slurm.grid import load_grid
+        from slurm.grid import expand, load_grid
 
-        target = Path(args.runs_root) / load_grid(target).name
-    if not target.is_dir():
+        grid = load_grid(target)
+        specs = expand(grid, Path(args.runs_root))  # every run of the grid, pending ones too
+        target = Path(args.runs_root) / grid.name
+        expected = {s.run_id: s.cfg.train.iterations for s in specs}
+    elif not target.is_dir():
         raise DanetError(f"{target}: no such sweep folder (give runs/<name> or the grid file)")
-    rows, counts = status_table(target)
-    stranded = stranded_runs(target)
+    states = sweep_states(target, expected)
+    if args.json:
+        print(json.dumps({"sweep": str(target), "counts": counts(states),
+                          "runs": status_json(states)}, indent=2))  # fmt: skip
+        return 0
+    stranded = stranded_runs(target) if target.is_dir() else []
     if stranded:
         print(
             f"note: {len(stranded)} runs of this sweep lie inside its code snapshots "
@@ -129,11 +144,11 @@ def cmd_status(args: argparse.Namespace) -> int:
             "grid moves them back",
             file=sys.stderr,
         )
-    if not rows:
+    if not states:
         print(f"{target}: no runs yet")
         return 0
-    print(tabulate(rows, headers="keys", tablefmt="simple"))
-    print(", ".join(f"{n} {state}" for state, n in sorted(counts.items())))
+    print(tabulate(status_rows(states), headers="keys", tablefmt="simple", disable_numparse=True))
+    print(", ".join(f"{n} {state}" for state, n in sorted(counts(states).items())))
     return 0
 
 
@@ -226,7 +241,12 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--runs-root", default="runs")
     s.add_argument("--reports", default="reports", help="the report goes to REPORTS/<sweep>/")
     s.add_argument("--dry-run", action="store_true", help="list the runs, launch nothing")
-    s.add_argument("--no-report", action="store_true")
+    s.add_argument("--no-report", action="store_true", help="write no tables or figures")
+    s.add_argument(
+        "--progress-every", type=float, default=30.0, metavar="S",
+        help="outside a terminal: a progress line every S seconds and at each start and end "
+        "(0: only the start and done lines); a terminal shows a live view instead",
+    )  # fmt: skip
     s.add_argument(
         "--seeds-until",
         type=float,
@@ -246,8 +266,11 @@ def parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_sweep)
 
     st = sub.add_parser("status", help="table of a sweep's runs: state, progress, job, log")
-    st.add_argument("sweep", help="runs/<sweep name>, or the grid file")
-    st.add_argument("--runs-root", default="runs")
+    st.add_argument(
+        "sweep", help="the grid file (every run of the grid, new ones too) or runs/<sweep name>"
+    )
+    st.add_argument("--runs-root", default="runs", help="where the grid's runs are (default: runs)")
+    st.add_argument("--json", action="store_true", help="machine-readable: one object per run")
     st.set_defaults(func=cmd_status)
 
     for name, (_, help_text) in TOOLS.items():

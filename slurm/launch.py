@@ -181,7 +181,10 @@ def launch(
     retry_failed: bool = False,
     wait: bool = True,
     echo=print,
+    tick: Callable[[], None] = lambda: None,
 ) -> list[Outcome]:
+    """Submit what is left to run of `specs`; with `wait`, follow them to their end, calling
+    `tick` at each poll (slurm.live redraws its view there)."""
     sweep_dir = sweep_dir.absolute()
     outcomes: list[Outcome] = []
     todo: list[RunSpec] = []
@@ -216,12 +219,13 @@ def launch(
         if todo and launcher.cluster == "slurm":
             running = _submit_slurm(todo, sweep_dir, launcher, array_size, echo)
     if launcher.cluster != "slurm":  # local jobs end with this process: always waited for
-        outcomes += _launch_local(todo, sweep_dir / ".submitit", launcher, echo) if todo else []
+        if todo:
+            outcomes += _launch_local(todo, sweep_dir / ".submitit", launcher, echo, tick)
     elif not wait:
         return outcomes + [Outcome(spec, "submitted", f"job {job.job_id}") for job, spec in running]
     else:
-        outcomes += _wait(running, 10.0, echo, slurm=True)
-    return outcomes + _watch(others, launcher, echo)
+        outcomes += _wait(running, 10.0, echo, slurm=True, tick=tick)
+    return outcomes + _watch(others, launcher, echo, tick=tick)
 
 
 def _submit_slurm(todo, sweep_dir, launcher, size: int, echo) -> list:
@@ -243,7 +247,7 @@ def _submit_slurm(todo, sweep_dir, launcher, size: int, echo) -> list:
     return running
 
 
-def _launch_local(todo, folder, launcher, echo) -> list[Outcome]:
+def _launch_local(todo, folder, launcher, echo, tick) -> list[Outcome]:
     """Run the claimed runs, max_parallel at once. The first SIGINT/SIGTERM asks the running
     ones to stop at their next step (checkpointed) and starts no more; the second kills them."""
     stopping.jobs_in_own_sessions()
@@ -267,7 +271,7 @@ def _launch_local(todo, folder, launcher, echo) -> list[Outcome]:
                 echo(f"  start  {spec.run_id}{resumed}  job {job.job_id}")
                 running.append((job, spec))
             seen = handled
-            done += _wait(running, poll, echo, until_one=True,
+            done += _wait(running, poll, echo, until_one=True, tick=tick,
                           interrupted=lambda seen=seen: interrupts.count > seen)  # fmt: skip
     return done
 
@@ -294,7 +298,10 @@ def _interrupt(count: int, running: list, queue: list, echo) -> list[Outcome]:
     return out
 
 
-def _watch(others: list[RunSpec], launcher: Launcher, echo, poll: float = 5.0) -> list[Outcome]:
+def _watch(
+    others: list[RunSpec], launcher: Launcher, echo, poll: float = 5.0,
+    tick: Callable[[], None] = lambda: None,
+) -> list[Outcome]:  # fmt: skip
     """Follow runs that another sweep (or an earlier `--no-wait`) queued, until each ends."""
     if not others:
         return []
@@ -317,13 +324,14 @@ def _watch(others: list[RunSpec], launcher: Launcher, echo, poll: float = 5.0) -
                 echo(f"  FAILED {spec.run_id}: {message}")
                 out.append(Outcome(spec, "failed", message, state.log))
         if pending:
+            tick()
             time.sleep(poll)
     return out
 
 
 def _wait(
     running: list, poll: float, echo, until_one: bool = False, slurm: bool = False,
-    interrupted: Callable[[], bool] = lambda: False,
+    interrupted: Callable[[], bool] = lambda: False, tick: Callable[[], None] = lambda: None,
 ) -> list[Outcome]:  # fmt: skip
     """Wait for the jobs (all of them, or the first to end, or until `interrupted()`);
     `running` is updated in place."""
@@ -350,6 +358,7 @@ def _wait(
         if out and until_one:
             return out
         if running:
+            tick()
             time.sleep(poll)
     return out
 

@@ -33,6 +33,20 @@ class RunState:
     message: str = ""
     log: str = ""
     resumes: int = 0
+    loss: float | None = None  # the last logged training loss
+    train_s: float = 0.0  # training time so far (all sessions), or the finished run's
+
+    @property
+    def seconds_per_iteration(self) -> float | None:
+        return self.train_s / self.iteration if self.iteration and self.train_s else None
+
+    @property
+    def eta_s(self) -> float | None:
+        """Training time left at the run's own pace so far; None before it has one."""
+        pace = self.seconds_per_iteration
+        if pace is None or self.state == "done" or not self.iterations:
+            return None
+        return max(0, self.iterations - self.iteration) * pace
 
 
 def _json(path: Path) -> dict | None:
@@ -90,22 +104,32 @@ def _alive(job: dict, queue: Queue | None) -> bool | None:
     return True
 
 
-def _progress(run_dir: Path) -> tuple[int, int]:
-    """(last logged iteration, number of resumes) from log.jsonl."""
-    last, resumes = 0, 0
+@dataclass
+class Progress:
+    iteration: int = 0  # the last logged
+    resumes: int = 0
+    loss: float | None = None
+    train_s: float = 0.0  # the training clock at the last logged iteration
+
+
+def read_progress(run_dir: Path) -> Progress:
+    """What log.jsonl says of the run so far."""
+    out = Progress()
     try:
         lines = (run_dir / "log.jsonl").read_text().splitlines()
     except OSError:
-        return 0, 0
+        return out
     for line in lines:
         try:
             record = json.loads(line)
         except ValueError:
             continue  # a line being written
         if record.get("event") == "resume":
-            resumes += 1
-        last = max(last, int(record.get("iteration", 0)))
-    return last, resumes
+            out.resumes += 1
+        out.iteration = max(out.iteration, int(record.get("iteration", 0)))
+        if "loss" in record and "event" not in record:
+            out.loss, out.train_s = float(record["loss"]), float(record.get("time", 0.0))
+    return out
 
 
 def _iterations(run_dir: Path) -> int:
@@ -125,44 +149,89 @@ def _short(path: str) -> str:
 RUN_FILES = ("config.yaml", "job.json")
 
 
-def status_table(sweep_dir: Path) -> tuple[list[dict], dict[str, int]]:
-    """One row per run folder under sweep_dir, and the count of each state."""
-    rows = []
+def duration(seconds: float | None) -> str:
+    """1:05:09, 4:09 or 0:07; "" when unknown."""
+    if seconds is None:
+        return ""
+    m, s = divmod(round(seconds), 60)
+    h, m = divmod(m, 60)
+    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
+
+
+def sweep_states(
+    sweep_dir: Path, expected: dict[str, int] | None = None
+) -> list[tuple[str, RunState]]:
+    """(run id, state) of each run of a sweep: those of `expected` (a grid's runs, id -> its
+    iterations) first, in its order, with "new" for one never submitted, then any other run
+    folder under sweep_dir (seeds added later, an older grid's runs)."""
     queue = slurm_queue()
-    # job.json alone: a run submitted (or claimed) whose job has not written config.yaml yet
-    runs = (p for p in sweep_dir.iterdir() if any((p / f).is_file() for f in RUN_FILES))
-    for run_dir in sorted(runs):
-        st = run_state(run_dir, queue)
-        rows.append(
-            {
-                "run": run_dir.name,
-                "state": st.state,
-                "progress": f"{st.iteration}/{st.iterations}" if st.iterations else "-",
-                "resumes": st.resumes,
-                "mIoU": f"{100 * st.miou:.2f}" if st.miou is not None else "",
-                "job": st.job_id,
-                "log / error": st.message or _short(st.log),
-            }
-        )
-    counts: dict[str, int] = {}
-    for row in rows:
-        counts[row["state"]] = counts.get(row["state"], 0) + 1
-    return rows, counts
+    expected = expected or {}
+    found = sorted(
+        p.name for p in sweep_dir.iterdir() if any((p / f).is_file() for f in RUN_FILES)
+    ) if sweep_dir.is_dir() else []  # fmt: skip
+    out = []
+    for run_id in [*expected, *(r for r in found if r not in expected)]:
+        st = run_state(sweep_dir / run_id, queue)
+        st.iterations = st.iterations or expected.get(run_id, 0)
+        out.append((run_id, st))
+    return out
+
+
+def status_rows(states: list[tuple[str, RunState]]) -> list[dict]:
+    """The table `danet status` prints: one row per run."""
+    return [
+        {
+            "run": run_id,
+            "state": st.state,
+            "progress": f"{st.iteration}/{st.iterations}" if st.iterations else "-",
+            "loss": f"{st.loss:.3f}" if st.loss is not None else "",
+            "mIoU": f"{100 * st.miou:.2f}" if st.miou is not None else "",
+            "time": duration(st.train_s or None),
+            "ETA": duration(st.eta_s) if st.state in ("running", "pending", "requeued") else "",
+            "resumes": st.resumes or "",
+            "job": st.job_id,
+            "log / error": (f"{st.message}  (log: {_short(st.log)})" if st.message and st.log
+                            else st.message or _short(st.log)),  # fmt: skip
+        }
+        for run_id, st in states
+    ]
+
+
+def status_json(states: list[tuple[str, RunState]]) -> list[dict]:
+    """`danet status --json`: the same, unformatted (seconds, fractions, None when unknown)."""
+    return [
+        {"run": run_id, "state": st.state, "iteration": st.iteration,
+         "iterations": st.iterations, "loss": st.loss, "miou": st.miou,
+         "train_s": st.train_s or None, "eta_s": st.eta_s, "resumes": st.resumes,
+         "job": st.job_id or None, "error": st.message or None, "log": st.log or None}
+        for run_id, st in states
+    ]  # fmt: skip
+
+
+def counts(states: list[tuple[str, RunState]]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for _, st in states:
+        out[st.state] = out.get(st.state, 0) + 1
+    return out
 
 
 def run_state(run_dir: Path, queue: Queue | None = None) -> RunState:
     """The run's state; `queue` is slurm_queue() (asked here when None and needed)."""
     result = _json(run_dir / "result.json")
     job = _json(run_dir / "job.json") or {}
-    iteration, resumes = _progress(run_dir)
+    progress = read_progress(run_dir)
+    iteration = progress.iteration
     common = dict(
         job_id=str(job.get("job_id", "")),
         iteration=iteration,
         iterations=_iterations(run_dir),
-        resumes=resumes,
+        resumes=progress.resumes,
         log=str(job.get("stderr", "")),
+        loss=progress.loss,
+        train_s=progress.train_s,
     )
     if result is not None:
+        common["train_s"] = float(result.get("train_time_s") or progress.train_s)
         return RunState("done", miou=result.get("miou"), **common)
     error = _json(run_dir / "error.json")
     if error and error.get("time", 0) >= job.get("submitted", 0):

@@ -8,7 +8,6 @@ import re
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pandas as pd
@@ -34,7 +33,8 @@ def test_eval_shows_images_done_and_each_modes_time(danet_run, capsys):
     assert cli.main(["eval", str(danet_run), "--mode", "whole", "--mode", "slide"]) == 0
     err = capsys.readouterr().err
     # tqdm's last redraw: every validation image done, then each mode's seconds per image
-    assert re.search(r"eval whole,slide: 100%.* 4/4 .*whole [\d.e-]+ s/img, slide [\d.e-]+ s/img", err)
+    per_mode = r"whole [\d.e-]+ s/img, slide [\d.e-]+ s/img"
+    assert re.search(r"eval whole,slide: 100%.* 4/4 .*" + per_mode, err), err
 
 
 def test_training_shows_no_evaluation_bar(tiny_cfg, tmp_path, capsys):
@@ -42,7 +42,7 @@ def test_training_shows_no_evaluation_bar(tiny_cfg, tmp_path, capsys):
     run(tiny_cfg(), tmp_path / "r")
     err = capsys.readouterr().err
     assert "it/s]" in err or "s/it]" in err  # training's bar is there
-    assert "eval" not in err and "img" not in err
+    assert "eval " not in err and "/img" not in err and "img/" not in err
 
 
 def test_visualize_says_what_it_is_doing(danet_run, tmp_path, capsys):
@@ -53,7 +53,7 @@ def test_visualize_says_what_it_is_doing(danet_run, tmp_path, capsys):
     captured = capsys.readouterr()
     assert "danet visualize: attention maps of the 64x64 image (one forward pass)" in captured.err
     assert re.search(r"drawing: 100%.* 2/2 ", captured.err)  # the point's PNG and CAM's
-    assert captured.out.splitlines() == [str(out / "pam_point_5_5.png"), str(out / "cam_channels.png")]
+    assert captured.out.split() == [str(out / n) for n in ("pam_point_5_5.png", "cam_channels.png")]
 
 
 # ---------------------------------------------------------------- stopped part-way
@@ -100,7 +100,7 @@ def test_bench_stopped_keeps_every_row_measured(tmp_path, sig):
     # a row is written before it is printed; the stop may fall between the two
     assert 3 <= len(printed) <= len(df) <= len(printed) + 1
     assert list(df.section[: len(printed)]) == printed
-    assert set(df.section) < {"ceiling", "train", "data", "check", "inference", "option"}
+    assert set(df.section) <= {"ceiling", "train", "data", "check", "inference", "option"}
     assert "Dense matmul ceiling" in csv.with_suffix(".md").read_text()  # the same rows
     if sig == signal.SIGINT:
         assert code == 130
@@ -111,11 +111,10 @@ def test_bench_stopped_keeps_every_row_measured(tmp_path, sig):
 
 def test_profile_stopped_keeps_every_row_measured(tmp_path):
     csv, log = tmp_path / "profile.csv", tmp_path / "stderr"
+    names = ["none", "pam", "danet", "cam", "se", "eca"]
     args = ["-m", "analysis.profile", "--no-measure", "--scopes", "module", "--sizes", "33",
-            "65", "--variants", "none", "pam", "danet", "cam", "se", "eca", "--out", str(csv)]  # fmt: skip
-    start = time.perf_counter()
+            "65", "--variants", *names, "--out", str(csv)]  # fmt: skip
     assert _stop_once_written(args, csv, 2, signal.SIGTERM, log) == -signal.SIGTERM
-    assert time.perf_counter() - start < 30
     df = pd.read_csv(csv)
     printed = re.findall(r"^\[profile\] (\w+) module (\d+x\d+): params_m", log.read_text(), re.M)
     assert 2 <= len(printed) <= len(df) <= len(printed) + 1 < 12

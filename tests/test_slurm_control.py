@@ -94,13 +94,11 @@ def _job(run_dir: Path) -> dict:
     return json.loads((run_dir / "job.json").read_text())
 
 
-def _status(sweep_dir: Path) -> dict[str, list[str]]:
-    """`danet status` as run -> [state, progress, resumes, ...]."""
-    out = _danet("status", str(sweep_dir))
+def _status(sweep_dir: Path) -> dict[str, dict]:
+    """`danet status --json` as run -> its record (state, iteration, resumes, ...)."""
+    out = _danet("status", str(sweep_dir), "--json")
     assert out.returncode == 0, out.stdout + out.stderr
-    lines = out.stdout.splitlines()
-    rows = lines[lines.index(next(x for x in lines if x.startswith("---"))) + 1 : -1]
-    return {row.split()[0]: row.split()[1:] for row in rows}
+    return {r["run"]: r for r in json.loads(out.stdout)["runs"]}
 
 
 @pytest.fixture
@@ -230,8 +228,8 @@ def test_usr2_to_the_job_checkpoints_requeues_and_resumes(sweep):
     wait_for(requeued_and_pending, 60, "squeue PENDING and state requeued")
     # held, it stays PENDING (requeued jobs wait cred_expire, 10 s here, before they may start)
     subprocess.run(["scontrol", "hold", job["job_id"]], check=True, timeout=30)
-    state, progress, resumes = _status(sweep_dir)[run_dir.name][:3]
-    assert (state, resumes) == ("requeued", "0") and int(progress.split("/")[0]) >= 5
+    st = _status(sweep_dir)[run_dir.name]
+    assert (st["state"], st["resumes"]) == ("requeued", 0) and st["iteration"] >= 5
     assert _jobs("ctl-usr2") == {job["job_id"]: "PENDING"}
     subprocess.run(["scontrol", "release", job["job_id"]], check=True, timeout=30)
     wait_for(lambda: _resumes(run_dir), 120, "the job to resume")
@@ -283,7 +281,7 @@ def test_cancel_one_run_resubmit_it_then_cancel_the_whole_sweep(sweep):
     subprocess.run(["scancel", first_job], check=True, timeout=30)
     wait_for(lambda: first_job not in _jobs("ctl-cancel"), 60, "the run's job to end")
     states = _status(sweep_dir)
-    assert (states[kept.name][0], states[cancelled.name][0]) == ("running", "stopped")
+    assert (states[kept.name]["state"], states[cancelled.name]["state"]) == ("running", "stopped")
 
     out = _danet("sweep", str(grid), "--runs-root", str(grid.parent / "runs"), "--no-wait")
     assert out.returncode == 0, out.stdout + out.stderr
@@ -303,7 +301,7 @@ def test_status_says_pending_while_slurm_holds_a_new_job(sweep):
     out = _danet("sweep", str(grid), "--runs-root", str(grid.parent / "runs"), "--no-wait")
     assert out.returncode == 0, out.stdout + out.stderr
     assert list(_jobs("ctl-held").values()) == ["PENDING"]
-    assert [row[:2] for row in _status(sweep_dir).values()] == [["pending", "-"]]
+    assert [(r["state"], r["iterations"]) for r in _status(sweep_dir).values()] == [("pending", 0)]
 
 
 def test_max_array_size_above_the_clusters_is_refused_before_anything_is_written(

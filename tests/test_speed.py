@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -131,7 +132,7 @@ def test_scene_cache_recovers_from_bad_files_and_unwritable_folders(tmp_path, mo
 # ---------------------------------------------------------------- danet bench
 
 
-def test_bench_measures_every_section(tmp_path):
+def test_bench_measures_every_section(tmp_path, capsys):
     from analysis import bench
 
     out = tmp_path / "bench.csv"
@@ -144,6 +145,9 @@ def test_bench_measures_every_section(tmp_path):
     assert code == 0
     df = pd.read_csv(out)
     assert set(df.section) == {"ceiling", "train", "inference", "option", "data", "check"}
+    # each row printed on stderr as it was measured (tests/test_progress.py: and kept)
+    printed = re.findall(r"^\[bench\] default (\w+): ", capsys.readouterr().err, re.M)
+    assert printed == list(df.section)
     ceiling = df[df.section == "ceiling"]
     assert set(ceiling.dtype) >= {"fp32"} and (ceiling.gflops > 0).all()
     assert set(ceiling.impl) == (

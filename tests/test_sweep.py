@@ -1,11 +1,13 @@
 """A small grid through submitit's local executor: runs, skips what is done, resumes the rest."""
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pandas as pd
+import pytest
 import yaml
 
 from analysis.collect import collect
@@ -171,3 +173,41 @@ def test_keys_added_later_leave_existing_run_ids_alone():
 
     assert C.run_id(C.Config()) == "danet-tiny-synthetic-s0-34fbd820"  # the id before them
     assert C.run_id(C.build(None, ["eval.every=100"])) != "danet-tiny-synthetic-s0-34fbd820"
+
+
+def test_status_of_a_grid_lists_every_run_new_pending_running_done_failed(tmp_path):
+    """`danet status GRID` shows the grid's runs whatever their state, never-submitted ones
+    included, with progress, loss, time and ETA; `--json` gives the same for scripts."""
+    grid = _grid(tmp_path, seeds=(0, 1, 2))
+    specs = expand(load_grid(grid), tmp_path / "runs")
+    done, failed, running, pending = (s.run_dir for s in specs[:4])
+    for run_dir in (done, failed, running, pending):
+        run_dir.mkdir(parents=True)
+    (done / "result.json").write_text(json.dumps({"miou": 0.5, "train_time_s": 12.0}))
+    (failed / "job.json").write_text(json.dumps({"job_id": "1", "submitted": 1.0}))
+    (failed / "error.json").write_text(json.dumps({"message": "Diverged: loss nan", "time": 2.0}))
+    alive = subprocess.Popen(["sleep", "60"])  # stands for the local jobs' processes
+    try:
+        for run_dir in (running, pending):
+            (run_dir / "job.json").write_text(json.dumps({
+                "job_id": str(alive.pid), "cluster": "local", "host": os.uname().nodename,
+                "submitted": 1.0, "stderr": str(run_dir / "log.err")}))  # fmt: skip
+        (running / "log.jsonl").write_text(json.dumps({"iteration": 2, "loss": 0.9, "time": 3.0}))
+        out, data = (
+            subprocess.run([sys.executable, "-m", "danet.cli", "status", str(grid), *extra],
+                           cwd=tmp_path, capture_output=True, text=True, timeout=120)
+            for extra in ([], ["--json"])
+        )  # fmt: skip
+    finally:
+        alive.kill()
+        alive.wait()
+    assert out.returncode == 0, out.stderr
+    assert "1 done, 1 failed, 2 new, 1 pending, 1 running" in out.stdout
+    rows = {line.split()[0]: line for line in out.stdout.splitlines() if "-s" in line}
+    assert list(rows) == [s.run_id for s in specs]  # the grid's order, new runs too
+    assert rows[running.name].split()[1:4] == ["running", "2/4", "0.900"]
+    assert "0:03" in rows[running.name] and "Diverged: loss nan" in rows[failed.name]
+    runs = {r["run"]: r for r in json.loads(data.stdout)["runs"]}
+    assert runs[running.name]["eta_s"] == pytest.approx(3.0)  # 2 left at 1.5 s each
+    assert runs[done.name]["miou"] == 0.5 and runs[done.name]["train_s"] == 12.0
+    assert [runs[s.run_id]["state"] for s in specs[4:]] == ["new", "new"]
