@@ -15,9 +15,6 @@ Sections of reports/bench.csv (and of the markdown tables printed and written be
 - data: the real loader against batches already in memory, alternating the same way.
 - check: the targets (issue 7): danet R50-D8 at >= 60 % of the fp32 ceiling, its step
   <= 1.15 x the identity dual head's, data loading within 5 %.
-
-    danet bench [--settings default,r50-d8] [--variants none,danet] [--options ...]
-                [--out reports/bench.csv] [--quick]
 """
 
 from __future__ import annotations
@@ -34,7 +31,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch.utils import benchmark
 
 import variants
 from danet import config as C
@@ -45,7 +41,7 @@ from danet.engine.cost import flopcounter_flops, peak_memory_mb
 from danet.engine.inference import predict
 from danet.engine.step import build_model, pick_device, train_loader, train_step
 from danet.models import Segmentor
-from danet.utils import device_name, seed_everything
+from danet.utils import command_parser, device_name, seed_everything, torch_benchmark
 
 REPO = Path(__file__).resolve().parents[1]
 IDENTITY = "none+dual"  # the DANet head's two branches with the identity in place of PAM/CAM
@@ -216,7 +212,7 @@ def matmul_ceiling(device: torch.device, n: int = 0) -> list[dict[str, Any]]:
                 names.update(a1=a.to_mkldnn(), b1=b.to_mkldnn())
             for impl, stmt in cases.items():
                 # Timer runs one thread unless told otherwise
-                timer = benchmark.Timer(stmt, globals=names, num_threads=threads)
+                timer = torch_benchmark().Timer(stmt, globals=names, num_threads=threads)
                 seconds = timer.blocked_autorange(min_run_time=1.0).median
                 rows.append({"dtype": label, "impl": impl, "gflops": 2 * n**3 / seconds / 1e9})
     finally:
@@ -597,10 +593,8 @@ def to_markdown(df, device: str) -> str:
     return "\n".join(out)
 
 
-def main(argv: list[str] | None = None) -> int:
-    from danet.errors import DanetError
-
-    p = argparse.ArgumentParser(prog="danet bench", description=__doc__.split("\n\n")[0])
+def parser() -> argparse.ArgumentParser:
+    p = command_parser("danet bench", __doc__)
     p.add_argument("--settings", help="comma-separated; default: default,r50-d8 (+ GPU ones)")
     p.add_argument("--variants", help="comma-separated; default: none+dual and every variant")
     p.add_argument("--options", help="comma-separated speed options; default: all")
@@ -610,8 +604,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--plugins", nargs="+", default=[], help="your modules or .py files (config: plugins)"
     )
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
     from danet import plugins
+    from danet.errors import DanetError
+
+    args = parser().parse_args(argv)
 
     try:
         plugins.load(plugins.resolve(args.plugins))

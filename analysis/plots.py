@@ -1,7 +1,6 @@
 """Benchmark figures (seaborn/matplotlib), each saved as PNG (200 dpi) and SVG.
 
-    python -m analysis.plots RUNS_DIR [--out reports/plots] [--profile reports/profile.csv]
-
+Figures:
 - miou_ci: val mIoU (%) per variant, mean and 95 % t-interval over seeds (points with bars;
   a variant of one run is its point alone), each seed a small dot beside it, the baseline's
   (none) interval a grey band across the axis; one panel per group (dataset/setting/...)
@@ -18,6 +17,7 @@
 
 from __future__ import annotations
 
+import argparse
 import io
 import json
 import math
@@ -44,6 +44,7 @@ from analysis.tables import (  # noqa: E402
     per_class_table,
     read_profile,
     runs_command,
+    runs_parser,
     side,
     variant_order,  # noqa: E402
 )
@@ -489,8 +490,12 @@ def write_plots(
     return written, notes
 
 
+def parser() -> argparse.ArgumentParser:
+    return runs_parser("danet plots", __doc__, "reports/plots")
+
+
 def main(argv: list[str] | None = None) -> int:
-    loaded = runs_command("danet plots", __doc__, "reports/plots", argv)
+    loaded = runs_command(parser(), argv)
     if loaded is None:
         return 1
     args, df, problems, _ = loaded

@@ -1,4 +1,4 @@
-"""`python -m analysis.profile`: parameters, multiply-adds, peak memory and latency of every
+"""`danet profile`: parameters, multiply-adds, peak memory and latency of every
 registered attention variant, as the module alone (C = 512), as the DANet head around it
 (2048 -> 512 -> 19 classes, head="auto") and as the whole Segmentor (ResNet-50/101, OS8).
 
@@ -25,8 +25,6 @@ Conventions (stated again in every printed table header):
 - The whole model: FlopCounterMode on meta; fvcore by composition (backbone traced once per
   backbone and input, plus the head traced at the feature size; upsampling has no
   products). Memory/latency of the whole model only on a GPU or with --full.
-
-    .venv/bin/python -m analysis.profile [--quick] [--out reports/profile.csv] [--device cpu]
 """
 
 from __future__ import annotations
@@ -47,6 +45,7 @@ from torch import nn
 import variants
 from analysis.bench_attention import open_gates
 from danet.engine.cost import flopcounter_flops, fvcore_counts, params_of, peak_memory_mb
+from danet.utils import command_parser
 
 C_MODULE = 512
 HEAD_IN, HEAD_INTER, NUM_CLASSES = 2048, 512, 19
@@ -182,7 +181,9 @@ def measure_row(
     variant: str, scope: str, size, backbone: str, device: str, repeats: int
 ) -> dict[str, Any]:
     """Peak memory of forward and forward+backward, and the forward latency (median)."""
-    from torch.utils import benchmark
+    from danet.utils import torch_benchmark
+
+    benchmark = torch_benchmark()
 
     module = build(variant, scope, backbone, device=device)
     x = torch.randn(input_shape(scope, size), device=device)
@@ -343,21 +344,34 @@ def _scope_text(scope: str) -> str:
     }[scope]
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="danet profile", description=__doc__.splitlines()[0])
+def parser() -> argparse.ArgumentParser:
+    p = command_parser("danet profile", __doc__)
     p.add_argument("--quick", action="store_true", help="sizes 33 and 65; model: resnet50 only")
-    p.add_argument("--out", default="reports/profile.csv")
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--out", default="reports/profile.csv", help="the CSV, rewritten at each row")
+    p.add_argument(
+        "--device", default="cuda" if torch.cuda.is_available() else "cpu",
+        help="cpu or cuda[:N] (default: cuda when there is one)",
+    )  # fmt: skip
     p.add_argument("--variants", nargs="+", default=None, help="default: all registered")
     p.add_argument(
         "--plugins", nargs="+", default=[], help="your modules or .py files (config: plugins)"
     )
-    p.add_argument("--scopes", nargs="+", default=list(SCOPES), choices=SCOPES)
-    p.add_argument("--sizes", type=int, nargs="+", default=None)
+    p.add_argument(
+        "--scopes", nargs="+", default=list(SCOPES), choices=SCOPES,
+        help="the module alone, the DANet head around it, the whole model (default: all)",
+    )  # fmt: skip
+    p.add_argument(
+        "--sizes", type=int, nargs="+", default=None,
+        help="feature sizes (side of the H x W grid; default: 33 65 97 129)",
+    )  # fmt: skip
     p.add_argument("--repeats", type=int, default=None, help="default: 3 on CPU, 10 on GPU")
     p.add_argument("--full", action="store_true", help="measure the whole model on the CPU too")
     p.add_argument("--no-measure", action="store_true", help="count only (no memory/latency)")
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
     from danet import plugins
     from danet.errors import DanetError
 

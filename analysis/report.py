@@ -1,14 +1,10 @@
 """One self-contained HTML report: figures (base64 PNG data URIs), tables, resolved configs,
 versions and machines. Opens in a browser with no other file.
-
-    python -m analysis.report RUNS_DIR [--out reports/report.html] [--profile reports/profile.csv]
-
-A tiny inline script sets <body data-images="ok" data-images-loaded="K/N"> once every <img>
-has loaded (complete and naturalWidth > 0), data-images="failed" otherwise.
 """
 
 from __future__ import annotations
 
+import argparse
 import base64
 import html
 import json
@@ -31,6 +27,7 @@ from analysis.tables import (
     per_class_table,
     read_profile,
     runs_command,
+    runs_parser,
 )
 from danet.utils import atomic_write_bytes
 
@@ -57,6 +54,8 @@ tbody tr:nth-child(even) td{background:#fafafa} tbody tr:hover td{background:#ee
 img{max-width:100%;height:auto;border:1px solid #eee} figure{margin:1em 0}
 pre{background:#f7f7f7;padding:.6em;overflow:auto} .note{color:#a40}
 """
+# <body data-images="ok" data-images-loaded="K/N"> once every <img> has loaded (complete and
+# naturalWidth > 0), data-images="failed" otherwise: what a headless browser checks
 SCRIPT = """
 window.addEventListener('load', function () {
   var imgs = Array.prototype.slice.call(document.images);
@@ -213,8 +212,12 @@ def build_html(
     return "\n".join(parts)
 
 
+def parser() -> argparse.ArgumentParser:
+    return runs_parser("danet report", __doc__, "reports/report.html")
+
+
 def main(argv: list[str] | None = None) -> int:
-    loaded = runs_command("danet report", __doc__, "reports/report.html", argv)
+    loaded = runs_command(parser(), argv)
     if loaded is None:
         return 1
     args, df, problems, raw = loaded

@@ -1,7 +1,5 @@
 """Benchmark tables from result.json files: markdown, LaTeX (booktabs) and CSV.
 
-    danet tables RUNS_DIR [--out reports/tables]
-
 Writes <out>/main.{md,csv} (one row per dataset x setting x backbone x crop x iterations x
 variant, columns named as in the mmsegmentation model zoo: mIoU with its interval, Δ vs the
 baseline with its verdict (analysis.stats), and each run's measured cost), <out>/main.tex (the
@@ -22,7 +20,7 @@ import pandas as pd
 
 from analysis.collect import COST, collect, runs_read
 from analysis.stats import BASELINE, group_keys, mean_ci, summarize
-from danet.utils import atomic_write_bytes
+from danet.utils import atomic_write_bytes, command_parser
 
 # group column -> the name users know from the mmsegmentation model zoo
 ZOO_NAMES = {
@@ -268,14 +266,28 @@ def report_problems(problems: Sequence[str], prog: str) -> None:
         print(f"{prog}: warning: {p}", file=sys.stderr)
 
 
-def runs_command(prog: str, doc: str | None, out: str, argv: list[str] | None):
-    """The shared command line of tables, plots and report: RUNS_DIR [--out] [--profile].
-    Returns (args, runs DataFrame, problems, raw results), or None when no run was read."""
-    ap = argparse.ArgumentParser(prog=prog, description=doc)
-    ap.add_argument("runs_dir", type=Path)
-    ap.add_argument("--out", type=Path, default=Path(out))
-    ap.add_argument("--profile", type=Path, default=Path("reports/profile.csv"))
+def runs_parser(prog: str, doc: str | None, out: str) -> argparse.ArgumentParser:
+    """The shared command line of tables, plots and report: RUNS_DIR [--out] [--profile]."""
+    ap = command_parser(prog, doc)
+    ap.add_argument("runs_dir", type=Path, help="folder searched for result.json (e.g. runs)")
+    ap.add_argument("--out", type=Path, default=Path(out), help=f"output (default: {out})")
+    ap.add_argument(
+        "--profile", type=Path, default=Path("reports/profile.csv"),
+        help="`danet profile`'s CSV, for the scaling figure (default: reports/profile.csv; "
+        "skipped when absent)",
+    )  # fmt: skip
+    return ap
+
+
+def parser() -> argparse.ArgumentParser:
+    return runs_parser("danet tables", __doc__, "reports/tables")
+
+
+def runs_command(ap: argparse.ArgumentParser, argv: list[str] | None):
+    """Parse the shared command line and read the runs. Returns (args, runs DataFrame,
+    problems, raw results), or None when no run was read."""
     args = ap.parse_args(argv)
+    prog = ap.prog
     df, problems, raw = load(args.runs_dir)
     report_problems(problems, prog)
     if df.empty:
@@ -285,7 +297,7 @@ def runs_command(prog: str, doc: str | None, out: str, argv: list[str] | None):
 
 
 def main(argv: list[str] | None = None) -> int:
-    loaded = runs_command("danet tables", __doc__, "reports/tables", argv)
+    loaded = runs_command(parser(), argv)
     if loaded is None:
         return 1
     args, df, problems, _ = loaded

@@ -35,6 +35,7 @@ import variants  # noqa: E402
 from danet.data import build_dataset  # noqa: E402
 from danet.data.transforms import normalize, to_tensors  # noqa: E402
 from danet.errors import DanetError  # noqa: E402
+from danet.utils import command_parser  # noqa: E402
 from variants.danet import CAM, PAM  # noqa: E402
 from variants.non_local import NonLocal  # noqa: E402
 from variants.sagan import SelfAttention  # noqa: E402
@@ -300,14 +301,17 @@ def _point(text: str) -> tuple[int, int]:
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="danet visualize", description=__doc__.splitlines()[0])
+    p = command_parser("danet visualize", __doc__)
     p.add_argument("target", help="run folder or checkpoint")
     p.add_argument("image", help="an image file, or val:N")
-    p.add_argument("--points", nargs="+", type=_point, default=[], metavar="X,Y")
+    p.add_argument(
+        "--points", nargs="+", type=_point, default=[], metavar="X,Y",
+        help="query points in image pixels (x from the left, y from the top)",
+    )  # fmt: skip
     p.add_argument("--channels", nargs="+", type=int, help="CAM channels (default: strongest 6)")
     p.add_argument("--out", help="folder for the PNGs (default: reports/visualize/<run>)")
     p.add_argument("--config", help="YAML config for a weights file outside a run folder")
-    p.add_argument("overrides", nargs="*", metavar="key=value")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="config keys (data.root=...)")
     return p
 
 

@@ -1,4 +1,8 @@
-"""`danet` command line: train, eval, sweep, tables. A user's mistake is one line, exit 2."""
+"""`danet`: train, evaluate and compare attention modules for semantic segmentation.
+
+A user's mistake is one line naming the file or key and the fix, exit 2. Each command's
+`--help` gives its options; the README has a worked example.
+"""
 
 from __future__ import annotations
 
@@ -96,7 +100,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     if args.no_wait:
         print(f"submitted; follow with: danet status {sweep_dir}")
         return 0
-    halted = [o for o in outcomes if o.state in ("stopped", "killed", "unstarted")]
+    halted = [o for o in outcomes if o.state in ("stopped", "cancelled", "killed", "unstarted")]
     if halted:
         again = shlex.join(["danet", "sweep", args.grid, *args.overrides])
         print(f"interrupted: {len(halted)} runs not finished (their checkpoints are kept); "
@@ -121,16 +125,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     from slurm.snapshot import stranded_runs
     from slurm.status import counts, status_json, status_rows, sweep_states
 
-    target, expected = Path(args.sweep), None
-    if target.suffix in (".yaml", ".yml") and target.is_file():
-        from slurm.grid import expand, load_grid
-
-        grid = load_grid(target)
-        specs = expand(grid, Path(args.runs_root))  # every run of the grid, pending ones too
-        target = Path(args.runs_root) / grid.name
-        expected = {s.run_id: s.cfg.train.iterations for s in specs}
-    elif not target.is_dir():
-        raise DanetError(f"{target}: no such sweep folder (give runs/<name> or the grid file)")
+    target, expected = _sweep_target(Path(args.sweep), args.runs_root)
     states = sweep_states(target, expected)
     if args.json:
         print(json.dumps({"sweep": str(target), "counts": counts(states),
@@ -150,6 +145,78 @@ def cmd_status(args: argparse.Namespace) -> int:
     print(tabulate(status_rows(states), headers="keys", tablefmt="simple", disable_numparse=True))
     print(", ".join(f"{n} {state}" for state, n in sorted(counts(states).items())))
     return 0
+
+
+def _sweep_target(target: Path, runs_root: str) -> tuple[Path, dict[str, int] | None]:
+    """(sweep folder, the grid's run ids -> iterations) from a grid file or a sweep folder."""
+    if target.suffix in (".yaml", ".yml") and target.is_file():
+        from slurm.grid import expand, load_grid
+
+        grid = load_grid(target)
+        specs = expand(grid, Path(runs_root))  # every run of the grid, pending ones too
+        return Path(runs_root) / grid.name, {s.run_id: s.cfg.train.iterations for s in specs}
+    if not target.is_dir():
+        raise DanetError(f"{target}: no such sweep folder (give runs/<name> or the grid file)")
+    return target, None
+
+
+def cmd_cancel(args: argparse.Namespace) -> int:
+    from slurm.status import RUN_FILES
+    from slurm.stopping import cancel
+
+    sweep_dir, _ = _sweep_target(Path(args.sweep), args.runs_root)
+    found = sweep_dir.iterdir() if sweep_dir.is_dir() else []
+    count, jobs, sweeps = cancel(
+        sorted(p for p in found if any((p / f).is_file() for f in RUN_FILES))
+    )
+    if not count:
+        print(f"{sweep_dir}: no run queued or running; nothing to cancel")
+        return 0
+    how = []
+    if jobs:
+        how.append(f"scancel of {len(jobs)} Slurm jobs")
+    if sweeps:
+        how.append(f"SIGTERM to the local sweep (pid {', '.join(map(str, sorted(sweeps)))})")
+    print(f"cancelled {count} runs ({'; '.join(how)}); running ones save a checkpoint at the "
+          f"end of their step. Resume with: danet sweep {args.sweep}")  # fmt: skip
+    return 0
+
+
+def cmd_config(args: argparse.Namespace) -> int:
+    import yaml
+
+    from danet import config as C
+    from danet.checks import check_config
+
+    cfg = C.build(args.config, args.overrides)
+    check_config(cfg)
+    print(f"# run id: {C.run_id(cfg)}")
+    print(yaml.safe_dump(C.to_dict(cfg), sort_keys=False), end="")
+    return 0
+
+
+def version() -> str:
+    """danet-bench's version and the commit of the code that runs."""
+    from importlib import metadata
+
+    from danet.utils import git_state
+
+    try:
+        number = metadata.version("danet-bench")
+    except metadata.PackageNotFoundError:
+        number = "unknown"
+    state = git_state(Path(__file__).resolve().parents[1])
+    commit = (state.get("commit") or "")[:12] or "no git checkout"
+    edits = ", with uncommitted edits" if state.get("dirty") else ""
+    return f"danet-bench {number} (commit {commit}{edits})"
+
+
+class _Version(argparse.Action):
+    """--version, asking git only when given."""
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        print(version())
+        parser.exit()
 
 
 def _report(runs: Path, out: Path, order: list[str] | None = None) -> None:
@@ -194,19 +261,24 @@ def cmd_tool(args: argparse.Namespace) -> int:
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="danet", description=__doc__)
-    sub = p.add_subparsers(dest="command", required=True)
+    p = argparse.ArgumentParser(
+        prog="danet", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument("-V", "--version", action=_Version, nargs=0, help="version and commit")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    t = sub.add_parser("train", help="train and evaluate one run (resumes if interrupted)")
-    t.add_argument("--config", help="YAML file of config keys (see danet/config.py)")
+    t = sub.add_parser("train", help="train and evaluate one run (resumes if interrupted)",
+                       description="Train and evaluate one run; the same command resumes it.")
+    t.add_argument("--config", help="YAML file of config keys (docs/configuration.md)")
     t.add_argument("--run-dir", help="run folder (default: RUNS_ROOT/train/<run_id>)")
-    t.add_argument("--runs-root", default="runs")
+    t.add_argument("--runs-root", default="runs", help="where run folders go (default: runs)")
     t.add_argument("overrides", nargs="*", metavar="key=value", help="e.g. model.variant=pam")
     t.set_defaults(func=cmd_train)
 
     e = sub.add_parser(
-        "eval", help="evaluate a run folder's newest checkpoint, or a checkpoint file"
-    )
+        "eval", help="evaluate a run's newest checkpoint, or a checkpoint file",
+        description="Evaluate a run folder's newest checkpoint, a checkpoint or weights file.",
+    )  # fmt: skip
     e.add_argument("target", help="RUN_DIR, RUN_DIR/ckpt/iter_N.pt, or a weights file")
     e.add_argument("overrides", nargs="*", metavar="key=value", help="e.g. data.root=/data/cs")
     e.add_argument(
@@ -215,14 +287,19 @@ def parser() -> argparse.ArgumentParser:
         choices=["whole", "slide", "flip", "msflip"],
         help="repeatable; default: the run's eval.modes",
     )
-    e.add_argument("--split", default="val", choices=["val", "train"])
+    e.add_argument("--split", default="val", choices=["val", "train"], help="default: val")
     e.add_argument("--config", help="YAML config for a weights file outside a run folder")
     e.add_argument(
         "--save", metavar="DIR", help="write the first mode's predictions as PNGs (label ids)"
     )
     e.set_defaults(func=cmd_eval)
 
-    s = sub.add_parser("sweep", help="run a grid of experiments (skips done runs, resumes others)")
+    s = sub.add_parser(
+        "sweep", help="run a grid of experiments (skips done runs, resumes others)",
+        description="Run a grid of experiments (experiments/*.yaml) on this machine or on "
+        "Slurm: done runs are skipped, interrupted ones resumed. Ctrl-C stops the runs at a "
+        "checkpoint; the same command resumes them.",
+    )  # fmt: skip
     s.add_argument("grid", help="grid file, e.g. experiments/ablation.yaml")
     s.add_argument(
         "overrides",
@@ -238,9 +315,10 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument(
         "--no-wait", action="store_true", help="submit and return; follow with danet status"
     )
-    s.add_argument("--runs-root", default="runs")
+    s.add_argument("--runs-root", default="runs", help="runs go to RUNS_ROOT/<sweep>/")
     s.add_argument("--reports", default="reports", help="the report goes to REPORTS/<sweep>/")
-    s.add_argument("--dry-run", action="store_true", help="list the runs, launch nothing")
+    s.add_argument("--dry-run", action="store_true", help="list the runs and their resolved "
+                   "settings, launch nothing")  # fmt: skip
     s.add_argument("--no-report", action="store_true", help="write no tables or figures")
     s.add_argument(
         "--progress-every", type=float, default=30.0, metavar="S",
@@ -265,13 +343,36 @@ def parser() -> argparse.ArgumentParser:
     )
     s.set_defaults(func=cmd_sweep)
 
-    st = sub.add_parser("status", help="table of a sweep's runs: state, progress, job, log")
+    st = sub.add_parser(
+        "status", help="a sweep's runs: state, progress, loss, mIoU, ETA, errors",
+        description="Every run of a sweep: state, progress, last loss, mIoU, time, ETA, job, "
+        "and for failures the error and the log.",
+    )  # fmt: skip
     st.add_argument(
         "sweep", help="the grid file (every run of the grid, new ones too) or runs/<sweep name>"
     )
     st.add_argument("--runs-root", default="runs", help="where the grid's runs are (default: runs)")
     st.add_argument("--json", action="store_true", help="machine-readable: one object per run")
     st.set_defaults(func=cmd_status)
+
+    c = sub.add_parser(
+        "cancel", help="cancel a sweep's queued and running runs (Slurm or local)",
+        description="Cancel a sweep's queued and running runs: running ones save a checkpoint "
+        "at the end of their step; Slurm jobs are scancel'ed, a local sweep is stopped. They "
+        "show as cancelled, not failed; the same `danet sweep` resumes them.",
+    )  # fmt: skip
+    c.add_argument("sweep", help="the grid file or runs/<sweep name>")
+    c.add_argument("--runs-root", default="runs", help="where the grid's runs are (default: runs)")
+    c.set_defaults(func=cmd_cancel)
+
+    cf = sub.add_parser(
+        "config", help="print the resolved config of a run as YAML, with its run id",
+        description="Print the resolved config (defaults, --config file, key=value overrides) "
+        "as YAML, after the same checks as `danet train`.",
+    )  # fmt: skip
+    cf.add_argument("--config", help="YAML file of config keys (docs/configuration.md)")
+    cf.add_argument("overrides", nargs="*", metavar="key=value", help="e.g. model.variant=pam")
+    cf.set_defaults(func=cmd_config)
 
     for name, (_, help_text) in TOOLS.items():
         tool = sub.add_parser(name, help=help_text, add_help=False)

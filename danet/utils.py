@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
@@ -110,3 +111,29 @@ def sha256_file(path: Path) -> str:
         while block := f.read(2**20):
             digest.update(block)
     return digest.hexdigest()
+
+
+def torch_benchmark():
+    """torch.utils.benchmark, imported without the warning "No CUDA runtime is found, using
+    CUDA_HOME=..." that its import of torch.utils.cpp_extension logs on a machine without a
+    GPU: it concerns compiling CUDA extensions, which nothing here does."""
+    import logging
+
+    log = logging.getLogger("torch.utils.cpp_extension")
+    level = log.level
+    log.setLevel(logging.ERROR)
+    try:
+        from torch.utils import benchmark
+    finally:
+        log.setLevel(level)
+    return benchmark
+
+
+def command_parser(prog: str, doc: str | None) -> argparse.ArgumentParser:
+    """The parser of a `danet` subcommand from its module's docstring: its first paragraph as
+    the description, the rest (sections, outputs) after the options, line breaks kept."""
+    first, _, rest = (doc or "").strip().partition("\n\n")
+    return argparse.ArgumentParser(
+        prog=prog, description=first, epilog=rest or None,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )  # fmt: skip

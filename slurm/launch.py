@@ -28,7 +28,7 @@ from danet.utils import atomic_write_json
 from slurm import stopping
 from slurm.grid import Launcher, RunSpec
 from slurm.snapshot import code_snapshot, rescue_stranded
-from slurm.status import run_state, slurm_queue
+from slurm.status import CANCELLED, run_state, slurm_queue
 
 # Without Slurm accounting, submitit warns at every poll that sacct failed; squeue still
 # reports the jobs' states, so the warning says nothing a user can act on.
@@ -79,7 +79,8 @@ class TrainJob:
 class Outcome:
     spec: RunSpec
     # done (before), finished, failed, submitted (--no-wait), stopped (asked to, checkpointed:
-    # the next sweep resumes it), killed (a second Ctrl-C), unstarted (the sweep was stopped)
+    # the next sweep resumes it), cancelled (danet cancel), killed (a second Ctrl-C),
+    # unstarted (the sweep was stopped first)
     state: str
     message: str = ""
     log: str = ""
@@ -165,6 +166,7 @@ def _claim(spec: RunSpec, launcher: Launcher) -> None:
 def _record(spec: RunSpec, job: submitit.Job, launcher: Launcher) -> None:
     record = {
         "job_id": str(job.job_id),
+        "queued_by": os.getpid(),  # the sweep: `danet cancel` stops a local one through it
         "cluster": launcher.cluster,
         "host": os.uname().nodename,
         "submitted": time.time(),
@@ -346,12 +348,13 @@ def _wait(
         for job, spec in list(running):
             # Without Slurm accounting submitit never learns of a job killed before it wrote
             # its result (scancel, node failure, time limit): the queue no longer holds it.
-            if (
-                queue is not None
-                and run_state(spec.run_dir, queue).state == "stopped"
-                and not job.done()
-            ):
+            state = run_state(spec.run_dir, queue).state if queue is not None else ""
+            if state in ("stopped", "cancelled") and not job.done():
                 running.remove((job, spec))
+                if state == "cancelled":
+                    echo(f"  cancelled {spec.run_id}  (danet cancel)")
+                    out.append(Outcome(spec, "cancelled", log=str(job.paths.stderr)))
+                    continue
                 message = "the job ended without a result (cancelled, killed or out of time)"
                 echo(f"  FAILED {spec.run_id}: {message}  (log: {job.paths.stderr})")
                 out.append(Outcome(spec, "failed", message, str(job.paths.stderr)))
@@ -382,8 +385,9 @@ def _finish(job: submitit.Job, spec: RunSpec, echo) -> Outcome:
         echo(f"  FAILED {spec.run_id}: {message}  (log: {os.path.relpath(log) if log else '-'})")
         return Outcome(spec, "failed", message, log)
     if miou is None:  # asked to stop (stop.json): checkpointed at the end of a step
-        iteration = run_state(spec.run_dir).iteration
-        echo(f"  stopped {spec.run_id}  at iteration {iteration}, checkpoint saved")
-        return Outcome(spec, "stopped", log=log)
+        state = run_state(spec.run_dir)
+        how = "cancelled" if (spec.run_dir / CANCELLED).exists() else "stopped"
+        echo(f"  {how} {spec.run_id}  at iteration {state.iteration}, checkpoint saved")
+        return Outcome(spec, how, log=log)
     echo(f"  done   {spec.run_id}  mIoU {100 * miou:.2f}")
     return Outcome(spec, "finished", log=log)

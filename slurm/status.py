@@ -9,6 +9,7 @@ requeued  Slurm holds the job without running it and the run has trained before 
 running   training: Slurm says RUNNING or COMPLETING (or a live local job has logged progress);
           the resumes column counts its restarts
 stopped   submitted once, no longer alive, not done: the next sweep resubmits it
+cancelled the same, after `danet cancel` (cancelled.json newer than the submission)
 new       never submitted
 """
 
@@ -147,6 +148,7 @@ def _short(path: str) -> str:
 
 
 RUN_FILES = ("config.yaml", "job.json")
+CANCELLED = "cancelled.json"  # written by `danet cancel` (slurm.stopping.cancel)
 
 
 def duration(seconds: float | None) -> str:
@@ -242,7 +244,9 @@ def run_state(run_dir: Path, queue: Queue | None = None) -> RunState:
         queue = slurm_queue()
     alive = _alive(job, queue)
     if alive is False:
-        return RunState("stopped", **common)
+        cancelled = _json(run_dir / CANCELLED)
+        by_cancel = cancelled and cancelled.get("time", 0) >= job.get("submitted", 0)
+        return RunState("cancelled" if by_cancel else "stopped", **common)
     if not job.get("job_id"):  # a claim: queued by a sweep, not yet submitted
         return RunState("pending", **common)
     slurm = queue.get(common["job_id"]) if queue and job.get("cluster") == "slurm" else None

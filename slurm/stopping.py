@@ -1,6 +1,7 @@
-"""Stopping a sweep cleanly. A run is asked to stop by its RUN_DIR/stop.json: its training
-loop stops at the end of the running step, saves a checkpoint and exits (result None), and
-the next sweep resumes it (danet.engine.train.stop_requested).
+"""Stopping a sweep cleanly, and `danet cancel`. A run is asked to stop by its
+RUN_DIR/stop.json: its training loop stops at the end of the running step, saves a
+checkpoint and exits (result None), and the next sweep resumes it
+(danet.engine.train.stop_requested).
 
 A local sweep turns SIGINT (Ctrl-C) and SIGTERM into such requests for its running runs and
 starts no more; a second signal kills them. Its jobs run in sessions of their own, so a
@@ -81,3 +82,35 @@ class Interrupts:
     def __exit__(self, *exc: object) -> None:
         for sig, handler in self._saved.items():
             signal.signal(sig, handler)  # type: ignore[arg-type]
+
+
+def cancel(run_dirs: list[Path]) -> tuple[int, list[str], set[int]]:
+    """`danet cancel`: every queued or running run among `run_dirs` is asked to stop
+    (stop.json: a running one stops at its step's end, checkpointed) and marked cancelled
+    (cancelled.json); Slurm jobs are then scancel'ed (their SIGTERM is ignored, so a running
+    run has Slurm's KillWait to reach its step's end) and a local sweep gets SIGTERM, which
+    stops its runs the same way and starts no more. Returns (runs cancelled, Slurm job ids,
+    local sweep process ids)."""
+    from slurm.status import CANCELLED, _json, run_state, slurm_queue
+
+    queue = slurm_queue()
+    jobs: list[str] = []
+    sweeps: set[int] = set()
+    count = 0
+    for run_dir in run_dirs:
+        if run_state(run_dir, queue).state not in ("pending", "running", "requeued"):
+            continue
+        job = _json(run_dir / "job.json") or {}
+        request_stop(run_dir, "danet cancel")
+        atomic_write_json(run_dir / CANCELLED, {"time": time.time(), "job_id": job.get("job_id")})
+        count += 1
+        if job.get("cluster") == "slurm" and job.get("job_id"):
+            jobs.append(str(job["job_id"]))
+        elif job.get("queued_by"):
+            sweeps.add(int(job["queued_by"]))
+    if jobs:
+        subprocess.run(["scancel", *jobs], check=True, capture_output=True, timeout=60)
+    for pid in sweeps:
+        with contextlib.suppress(ProcessLookupError):  # the sweep ended meanwhile
+            os.kill(pid, signal.SIGTERM)
+    return count, jobs, sweeps

@@ -21,6 +21,7 @@ import pytest
 import yaml
 
 from danet.cli import main
+from danet.engine import checkpoint
 from danet.errors import DanetError
 from slurm.grid import Launcher
 from slurm.launch import max_array_size
@@ -88,6 +89,12 @@ def _trained_before_resume(run_dir: Path) -> int:
             break
         last = max(last, e.get("iteration", 0))
     return last
+
+
+def _stopped_at(run_dir: Path) -> int | None:
+    """The iteration of the run's last `stopped` event (a stop asked by stop.json)."""
+    events = [json.loads(x) for x in (run_dir / "log.jsonl").read_text().splitlines()]
+    return ([e["iteration"] for e in events if e.get("event") == "stopped"] or [None])[-1]
 
 
 def _job(run_dir: Path) -> dict:
@@ -291,9 +298,15 @@ def test_cancel_one_run_resubmit_it_then_cancel_the_whole_sweep(sweep):
     wait_for(lambda: _resumes(cancelled), 120, "the resubmitted run to resume")
     assert _resumes(cancelled)[0] % 10 == 0 and _resumes(cancelled)[0] >= 10
 
-    subprocess.run(["scancel", "--name=ctl-cancel"], check=True, timeout=30)
+    out = _danet("cancel", str(grid), "--runs-root", str(grid.parent / "runs"))
+    assert out.returncode == 0 and "cancelled 2 runs (scancel of 2 Slurm jobs)" in out.stdout
     wait_for(lambda: not _jobs("ctl-cancel"), 60, "every job of the sweep to end")
-    assert {run_state(r).state for r in (kept, cancelled)} == {"stopped"}
+    # cancelled, not failed: each stopped at a step's end (stop.json) within Slurm's KillWait
+    assert {run_state(r).state for r in (kept, cancelled)} == {"cancelled"}
+    assert not any((r / "error.json").exists() for r in (kept, cancelled))
+    stopped = [_stopped_at(r) for r in (kept, cancelled)]
+    assert all(s is not None and checkpoint.latest(r)["iteration"] == s
+               for s, r in zip(stopped, (kept, cancelled)))  # fmt: skip
 
 
 def test_status_says_pending_while_slurm_holds_a_new_job(sweep):

@@ -294,7 +294,9 @@ def _training_peak(
 
 def latency_ms(model: nn.Module, shape: Sequence[int], device: torch.device, repeats: int) -> float:
     """Median time (ms) of a batch-1 forward in eval mode, after one warm-up pass."""
-    from torch.utils import benchmark
+    from danet.utils import torch_benchmark
+
+    benchmark = torch_benchmark()
 
     x = torch.randn(*shape, device=device)
     model.eval()
