@@ -252,7 +252,7 @@ def _title(maps: AttentionMaps, point: tuple[int, int]) -> str:
 def draw(img: torch.Tensor, maps: AttentionMaps, out: Path, progress: bool = False) -> list[Path]:
     """The PNGs: <module>_point_X_Y.png per point and cam_channels.png. `progress`: a bar of
     the PNGs written on stderr (each takes about a second at DPI 200)."""
-    from danet.engine.sinks import progress_bar
+    from danet.utils import progress_bar
 
     out.mkdir(parents=True, exist_ok=True)
     rgb, size = _show(img), img.shape[-2:]

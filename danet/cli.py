@@ -19,7 +19,8 @@ from danet.errors import DanetError
 def cmd_train(args: argparse.Namespace) -> int:
     from danet import config as C
     from danet.checks import check_config
-    from danet.engine.train import STOP_FILE, run
+    from danet.engine.preemption import STOP_FILE
+    from danet.engine.train import run
 
     cfg = C.build(args.config, args.overrides)
     check_config(cfg)
@@ -38,6 +39,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
+    if sys.stderr.isatty():  # the imports take seconds; in a log, errors stay one line
+        print(f"danet eval: loading {args.target} ...", file=sys.stderr, flush=True)
     from danet.engine.eval_saved import evaluate_saved
 
     metrics = evaluate_saved(

@@ -8,6 +8,7 @@ import os
 import platform
 import random
 import subprocess
+import sys
 import tempfile
 from importlib import metadata
 from pathlib import Path
@@ -136,4 +137,17 @@ def command_parser(prog: str, doc: str | None) -> argparse.ArgumentParser:
     return argparse.ArgumentParser(
         prog=prog, description=first, epilog=rest or None,
         formatter_class=argparse.RawDescriptionHelpFormatter,
+    )  # fmt: skip
+
+
+def progress_bar(
+    total: int, desc: str, enabled: bool = True, unit: str = "it", log_every: float = 10.0
+) -> Any:
+    """A tqdm bar on stderr for work that takes more than a few seconds: redrawn each second
+    on a terminal, every `log_every` seconds in a log file (a Slurm job's stderr)."""
+    from tqdm import tqdm
+
+    return tqdm(
+        total=total, desc=desc, unit=unit, disable=not enabled, file=sys.stderr,
+        mininterval=1.0 if sys.stderr.isatty() else log_every, dynamic_ncols=True,
     )  # fmt: skip

@@ -362,7 +362,9 @@ def _wait(
             return out
         if running:
             tick()
-            time.sleep(poll)
+            deadline = time.monotonic() + poll
+            while time.monotonic() < deadline and not interrupted():  # Ctrl-C acted on at once
+                time.sleep(0.1)
     return out
 
 

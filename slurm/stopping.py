@@ -23,7 +23,7 @@ from types import FrameType
 import submitit
 import submitit.local.local
 
-from danet.engine.train import STOP_FILE
+from danet.engine.preemption import STOP_FILE
 from danet.utils import atomic_write_json
 
 

@@ -12,6 +12,18 @@ from danet import config as C
 from danet.errors import DanetError
 
 
+def _cli(capsys, *args: str) -> tuple[int, str]:
+    """`danet ARGS` in this process (the same code as a shell's, without the start-up):
+    (exit code, stderr)."""
+    from danet.cli import main
+
+    try:
+        code = main(list(args))
+    except SystemExit as e:  # argparse's own errors
+        code = e.code
+    return code, capsys.readouterr().err
+
+
 def danet(*args, cwd=None):
     return subprocess.run(
         [sys.executable, "-m", "danet.cli", *args],
@@ -47,42 +59,50 @@ def danet(*args, cwd=None):
         (["train", "lr0.1"], "override 'lr0.1' is not key=value"),
     ],
 )
-def test_cli_error_is_one_line(args, message):
-    out = danet(*args)
-    assert out.returncode == 2
-    assert "Traceback" not in out.stderr
-    lines = out.stderr.strip().splitlines()
-    assert len(lines) == 1 and message in lines[0], out.stderr
+def test_cli_error_is_one_line(args, message, capsys):
+    code, err = _cli(capsys, *args)
+    assert code == 2
+    assert "Traceback" not in err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], err
 
 
-def test_bad_files(tmp_path):
+def test_cli_error_as_typed_in_a_shell():
+    """The same in a fresh process, as a user's shell runs it: one line, exit 2."""
+    out = danet("train", "model.variant=pamm")
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert out.stderr.splitlines() == [
+        "danet train: error: unknown model.variant 'pamm' (did you mean 'pam'?); valid: cam, "
+        "cbam, ccnet, danet, eca, efficient, ema, gc, none, nonlocal, pam, sagan, se"
+    ]
+
+
+def test_bad_files(tmp_path, capsys):
     cfg = tmp_path / "c.yaml"
     cfg.write_text("train:\n  lr: [1\n")
-    assert "not valid YAML" in danet("train", "--config", str(cfg)).stderr
+    assert "not valid YAML" in _cli(capsys, "train", "--config", str(cfg))[1]
     grid = tmp_path / "g.yaml"
     grid.write_text("name: g\ngrid:\n  model.variant: [none, dual]\n")
-    out = danet("sweep", str(grid), "--dry-run")
-    assert out.returncode == 2 and "grid point {'model.variant': 'dual'}" in out.stderr
-    assert "unknown model.variant 'dual'" in out.stderr
+    code, err = _cli(capsys, "sweep", str(grid), "--dry-run")
+    assert code == 2 and "grid point {'model.variant': 'dual'}" in err
+    assert "unknown model.variant 'dual'" in err
     grid.write_text("name: g\ngrids:\n  seed: [0]\n")
-    assert "unknown key 'grids' (did you mean 'grid'?)" in danet("sweep", str(grid)).stderr
+    assert "unknown key 'grids' (did you mean 'grid'?)" in _cli(capsys, "sweep", str(grid))[1]
     grid.write_text("name: g\nlauncher:\n  max_paralel: 2\n")
     assert (
         "unknown launcher key 'max_paralel' (did you mean 'max_parallel'?)"
-        in danet("sweep", str(grid)).stderr
+        in _cli(capsys, "sweep", str(grid))[1]
     )
     grid.write_text("name: g\nlauncher:\n  max_parallel: two\n  snapshot: 1\n")
-    out = danet("sweep", str(grid), "--dry-run")  # launcher values are typed as config keys
-    assert out.returncode == 2 and "'launcher.max_parallel' must be an integer, got 'two'" in (
-        out.stderr
-    )
+    code, err = _cli(capsys, "sweep", str(grid), "--dry-run")  # typed as config keys
+    assert code == 2 and "'launcher.max_parallel' must be an integer, got 'two'" in err
     grid.write_text("name: g\nlauncher:\n  snapshot: 1\n")
-    out = danet("sweep", str(grid), "--dry-run")
-    assert "g.yaml: 'launcher.snapshot' must be true or false, got 1" in out.stderr
-    out = danet("sweep", str(tmp_path / "missing.yaml"))
-    assert out.returncode == 2 and "missing.yaml: file not found" in out.stderr
-    out = danet("eval", str(tmp_path))
-    assert out.returncode == 2 and "config.yaml: not found" in out.stderr
+    code, err = _cli(capsys, "sweep", str(grid), "--dry-run")
+    assert "g.yaml: 'launcher.snapshot' must be true or false, got 1" in err
+    code, err = _cli(capsys, "sweep", str(tmp_path / "missing.yaml"))
+    assert code == 2 and "missing.yaml: file not found" in err
+    code, err = _cli(capsys, "eval", str(tmp_path))
+    assert code == 2 and "config.yaml: not found" in err
 
 
 def test_config_file_and_overrides_compose(tmp_path):
@@ -154,11 +174,13 @@ def test_help_of_every_command_prints_cleanly():
     assert version.returncode == 0 and re.match(r"danet-bench \S+ \(commit \w+", version.stdout)
 
 
-def test_config_prints_the_resolved_config_with_its_run_id():
-    out = danet("config", "model.variant=pam", "train.lr=0.02")
-    assert out.returncode == 0, out.stderr
-    cfg = C.from_dict(yaml.safe_load(out.stdout))
+def test_config_prints_the_resolved_config_with_its_run_id(capsys):
+    from danet.cli import main
+
+    assert main(["config", "model.variant=pam", "train.lr=0.02"]) == 0
+    out = capsys.readouterr().out
+    cfg = C.from_dict(yaml.safe_load(out))
     assert cfg == C.build(None, ["model.variant=pam", "train.lr=0.02"])
-    assert out.stdout.startswith(f"# run id: {C.run_id(cfg)}\n")
-    bad = danet("config", "model.variant=pan")
-    assert bad.returncode == 2 and "did you mean 'pam'" in bad.stderr
+    assert out.startswith(f"# run id: {C.run_id(cfg)}\n")
+    code, err = _cli(capsys, "config", "model.variant=pan")
+    assert code == 2 and "did you mean 'pam'" in err

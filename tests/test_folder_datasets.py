@@ -232,3 +232,15 @@ def test_folder_error_through_the_cli_is_one_line_and_exit_2(tmp_path):
     lines = out.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("danet train: error: ")
     assert f"{root}/images/train/train_b.jpg: no label map of the same stem" in lines[0]
+
+
+def test_checking_a_large_tree_shows_its_progress(tmp_path, tiny_cfg, monkeypatch, capsys):
+    from danet.data import files
+
+    make_folder(tmp_path / "mine")
+    cfg = _cfg(tiny_cfg, "folder", tmp_path / "mine")
+    build_dataset(cfg.data, "val")
+    assert "checking" not in capsys.readouterr().err  # a small tree: silent
+    monkeypatch.setattr(files, "LARGE_TREE", 2)  # as if it had thousands of files
+    build_dataset(cfg.data, "val")
+    assert "checking val files: 100%" in capsys.readouterr().err

@@ -41,18 +41,23 @@ def _before_first_done(text: str) -> str:
     return text[: text.index("  done   ")]
 
 
-@pytest.mark.slow
-def test_terminal_shows_both_runs_progress_and_an_eta_before_either_finishes(tmp_path):
+def _in_a_terminal(grid: Path, cwd: Path) -> tuple[subprocess.Popen, int]:
+    """`danet sweep GRID` with a 160-column pseudo-terminal as its stdin, stdout and stderr."""
     master, slave = pty.openpty()
-    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 160, 0, 0))  # 160 columns
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 160, 0, 0))
     proc = subprocess.Popen(
-        [sys.executable, "-m", "danet.cli", "sweep", str(_grid(tmp_path)), "--no-report"],
-        cwd=tmp_path, stdin=slave, stdout=slave, stderr=slave, close_fds=True,
+        [sys.executable, "-m", "danet.cli", "sweep", str(grid), "--no-report"],
+        cwd=cwd, stdin=slave, stdout=slave, stderr=slave, close_fds=True,
         env={**os.environ, "TERM": "xterm-256color"},
     )  # fmt: skip
     os.close(slave)
+    return proc, master
+
+
+def _read_all(master: int) -> str:
+    """What the terminal showed, once every writer has closed it; control sequences removed."""
     chunks = []
-    while True:  # read until the sweep closes the terminal
+    while True:
         try:
             data = os.read(master, 65536)
         except OSError:  # EIO: every writer has closed the pseudo-terminal
@@ -61,8 +66,31 @@ def test_terminal_shows_both_runs_progress_and_an_eta_before_either_finishes(tmp
             break
         chunks.append(data)
     os.close(master)
-    assert proc.wait(timeout=600) == 0
-    text = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", b"".join(chunks).decode(errors="replace"))
+    return re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", b"".join(chunks).decode(errors="replace"))
+
+
+@pytest.mark.slow
+def test_live_view_in_a_terminal_and_as_plain_lines(tmp_path):
+    """Two two-run sweeps at once: one in a terminal (the live panel shows both runs'
+    iteration, loss and ETA and the sweep's ETA before either run ends), one into a pipe
+    (plain lines every second, no control sequences)."""
+    (tmp_path / "tty").mkdir()
+    (tmp_path / "pipe").mkdir()
+    piped = subprocess.Popen(
+        [sys.executable, "-m", "danet.cli", "sweep", str(_grid(tmp_path / "pipe")),
+         "--no-report", "--progress-every", "1"],
+        cwd=tmp_path / "pipe", stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    proc, master = _in_a_terminal(_grid(tmp_path / "tty"), tmp_path / "tty")
+    try:
+        text = _read_all(master)
+        assert proc.wait(timeout=600) == 0
+        out, err = piped.communicate(timeout=600)
+    finally:
+        for p in (proc, piped):
+            if p.poll() is None:
+                p.kill()
+                p.wait()
     before = _before_first_done(text)
     for variant in ("none", "pam"):  # a row of each run: iteration/total, loss, ETA
         assert re.search(rf"{variant}-tiny-synthetic-s0-\w+\s+[1-9]\d*/{ITERATIONS}\s+\d+\.\d{{3}}"
@@ -70,20 +98,12 @@ def test_terminal_shows_both_runs_progress_and_an_eta_before_either_finishes(tmp
     assert re.search(r"0/2 done, 2 running, ETA \d+:\d\d", before)  # the sweep's own ETA
     assert "latest " in text and "mIoU" in text
 
-
-@pytest.mark.slow
-def test_outside_a_terminal_progress_comes_as_plain_lines(tmp_path):
-    out = subprocess.run(
-        [sys.executable, "-m", "danet.cli", "sweep", str(_grid(tmp_path)), "--no-report",
-         "--progress-every", "1"],
-        cwd=tmp_path, capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
-    assert out.returncode == 0, out.stdout + out.stderr
-    assert "\x1b[" not in out.stdout  # no terminal control sequences in a log file
-    before = _before_first_done(out.stdout)
+    assert piped.returncode == 0, out + err
+    assert "\x1b[" not in out  # no terminal control sequences in a log file
+    before = _before_first_done(out)
     assert re.search(r"^\[\d+:\d\d\] 0/2 done, 2 running, ETA \d+:\d\d$", before, re.M), before
     for variant in ("none", "pam"):
         assert re.search(rf"^    {variant}-tiny-synthetic-s0-\w+  it [1-9]\d*/{ITERATIONS}  "
                          r"loss \d+\.\d{3}  ETA \d+:\d\d$", before, re.M), before  # fmt: skip
     assert re.search(r"^\[\d+:\d\d\] 2/2 done, ETA \d+:\d\d, latest \S+ mIoU \d+\.\d\d$",
-                     out.stdout, re.M)  # fmt: skip
+                     out, re.M)  # fmt: skip

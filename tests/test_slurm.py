@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -68,6 +69,8 @@ def test_sweep_runs_as_one_job_array_and_writes_the_tables(slurm_cluster, tmp_pa
     assert "4 runs: 0 done, 4 to run (slurm executor)" in out.stdout
     assert out.stdout.count("submitted array") == 1 and "4 runs" in out.stdout
     assert out.stdout.count("  done ") == 4
+    # the live view's plain lines, from the run folders and the scheduler's queue
+    assert re.search(r"^\[\d+:\d\d\] [0-3]/4 done, \d (pending|running)", out.stdout, re.M)
     table = pd.read_csv(tmp_path / "reports" / "arr" / "main.csv")
     assert list(table["Method"]) == ["none", "pam"] and list(table["n"]) == [2, 2]
     jobs = {

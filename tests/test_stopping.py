@@ -17,11 +17,12 @@ import yaml
 
 from danet import config as C
 from danet.engine import checkpoint
-from danet.engine.train import STOP_FILE, run
+from danet.engine.preemption import STOP_FILE
+from danet.engine.train import run
 
 from .conftest import TINY, wait_for
 
-ITERATIONS = 200  # long enough to be interrupted mid-run; checkpoints only every 100
+ITERATIONS = 120  # long enough to be interrupted mid-run; checkpoints only every 100
 
 
 def _grid(tmp_path: Path) -> Path:

@@ -19,6 +19,9 @@ from danet.data.layouts import IGNORE, LAYOUTS, list_samples
 from danet.data.sampler import seed_from
 from danet.data.transforms import normalize, to_tensors, train_augment
 from danet.errors import DanetError
+from danet.utils import progress_bar
+
+LARGE_TREE = 2000  # pairs from which the header check shows its progress
 
 
 def _open(path: Path) -> Image.Image:
@@ -98,12 +101,15 @@ class FileDataset(Dataset):
             self.layout = LAYOUTS[cfg.name]
             self.samples = list_samples(cfg.name, root, split)
         self.classes, self.lut = self.layout.classes, self.layout.lut
-        for image, label in self.samples:
-            with _open(image) as im:
-                size = im.size
-            lsize = label_size(label)
-            if lsize is not None and lsize != size:
-                raise DanetError(_size_error(image, label, size, lsize))
+        large = len(self.samples) >= LARGE_TREE  # ADE20K's 20k pairs: seconds, on a slow disk more
+        with progress_bar(len(self.samples), f"checking {split} files", large, "pair") as bar:
+            for image, label in self.samples:
+                with _open(image) as im:
+                    size = im.size
+                lsize = label_size(label)
+                if lsize is not None and lsize != size:
+                    raise DanetError(_size_error(image, label, size, lsize))
+                bar.update()
 
     def __len__(self) -> int:
         return len(self.samples)

@@ -14,8 +14,8 @@ from torch.utils.data import DataLoader, Dataset
 from danet.config import EvalConfig
 from danet.engine import speed
 from danet.engine.inference import predict
-from danet.engine.sinks import progress_bar
 from danet.metrics import ConfusionMatrix
+from danet.utils import progress_bar
 
 
 @torch.inference_mode()

@@ -16,17 +16,6 @@ import torch
 from tqdm import tqdm
 
 
-def progress_bar(
-    total: int, desc: str, enabled: bool = True, unit: str = "it", log_every: float = 10.0
-) -> tqdm:
-    """A tqdm bar on stderr for work that takes more than a few seconds: redrawn each second
-    on a terminal, every `log_every` seconds in a log file (a Slurm job's stderr)."""
-    return tqdm(
-        total=total, desc=desc, unit=unit, disable=not enabled, file=sys.stderr,
-        mininterval=1.0 if sys.stderr.isatty() else log_every, dynamic_ncols=True,
-    )  # fmt: skip
-
-
 class Sinks:
     def __init__(
         self, run_dir: Path, start: int, total: int, main: bool, tensorboard: bool, progress: bool

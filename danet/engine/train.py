@@ -30,7 +30,7 @@ from danet.data import build_dataset
 from danet.data.sampler import seed_from
 from danet.engine import checkpoint, cost, distributed, run_lock, speed, step
 from danet.engine.evaluate import evaluate, metrics_dict
-from danet.engine.preemption import Preemption
+from danet.engine.preemption import STOP_FILE, Preemption
 from danet.engine.sinks import Sinks
 from danet.errors import DanetError
 from danet.models import Segmentor
@@ -212,9 +212,6 @@ def train(
             return None
     preemption.save = None
     return clock()
-
-
-STOP_FILE = "stop.json"  # written by an interrupted `danet sweep` or `danet cancel`
 
 
 def stop_requested(r: Run, done: int) -> bool:
