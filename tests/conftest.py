@@ -113,3 +113,20 @@ def clean_registries():
     for name in set(sys.modules) - loaded:
         if name.startswith("danet_plugin_"):
             del sys.modules[name]
+
+
+def tiny_grid(path, name: str, *overrides: str, variants=("none", "pam")):
+    """A local grid file of TINY settings (plus `overrides`, key=value) over `variants`, two
+    runs at once: what the sweep tests launch as a user would."""
+    import yaml
+
+    config: dict = {}
+    for item in [*TINY, *overrides]:
+        key, value = item.split("=", 1)
+        section, leaf = key.split(".")
+        config.setdefault(section, {})[leaf] = yaml.safe_load(value)
+    path.write_text(yaml.safe_dump({
+        "name": name, "config": config, "grid": {"model.variant": list(variants)},
+        "launcher": {"cluster": "local", "max_parallel": 2, "timeout_min": 10},
+    }))  # fmt: skip
+    return path

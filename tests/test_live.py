@@ -14,26 +14,15 @@ import termios
 from pathlib import Path
 
 import pytest
-import yaml
 
-from .conftest import TINY
+from .conftest import tiny_grid
 
 ITERATIONS = 80
 
 
 def _grid(tmp_path: Path) -> Path:
-    config: dict = {}
-    for item in [*TINY, f"train.iterations={ITERATIONS}", "train.checkpoint_every=40",
-                 "train.tensorboard=false"]:  # fmt: skip
-        key, value = item.split("=", 1)
-        section, leaf = key.split(".")
-        config.setdefault(section, {})[leaf] = yaml.safe_load(value)
-    path = tmp_path / "live.yaml"
-    path.write_text(yaml.safe_dump({
-        "name": "live", "config": config, "grid": {"model.variant": ["none", "pam"]},
-        "launcher": {"cluster": "local", "max_parallel": 2, "timeout_min": 10},
-    }))  # fmt: skip
-    return path
+    return tiny_grid(tmp_path / "live.yaml", "live", f"train.iterations={ITERATIONS}",
+                     "train.checkpoint_every=40", "train.tensorboard=false")  # fmt: skip
 
 
 def _before_first_done(text: str) -> str:

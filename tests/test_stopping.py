@@ -13,31 +13,20 @@ from pathlib import Path
 
 import pytest
 import torch
-import yaml
 
 from danet import config as C
 from danet.engine import checkpoint
 from danet.engine.preemption import STOP_FILE
 from danet.engine.train import run
 
-from .conftest import TINY, wait_for
+from .conftest import tiny_grid, wait_for
 
 ITERATIONS = 120  # long enough to be interrupted mid-run; checkpoints only every 100
 
 
 def _grid(tmp_path: Path) -> Path:
-    config: dict = {}
-    for item in [*TINY, f"train.iterations={ITERATIONS}", "train.checkpoint_every=100",
-                 "train.tensorboard=false"]:  # fmt: skip
-        key, value = item.split("=", 1)
-        section, leaf = key.split(".")
-        config.setdefault(section, {})[leaf] = yaml.safe_load(value)
-    path = tmp_path / "stop.yaml"
-    path.write_text(yaml.safe_dump({
-        "name": "stop", "config": config, "grid": {"model.variant": ["none", "pam"]},
-        "launcher": {"cluster": "local", "max_parallel": 2, "timeout_min": 10},
-    }))  # fmt: skip
-    return path
+    return tiny_grid(tmp_path / "stop.yaml", "stop", f"train.iterations={ITERATIONS}",
+                     "train.checkpoint_every=100", "train.tensorboard=false")  # fmt: skip
 
 
 def _iteration(run_dir: Path) -> int:
