@@ -107,3 +107,32 @@ def test_ctrl_c_stops_every_run_at_a_checkpoint_and_the_same_command_resumes(tmp
         b = torch.load(checkpoint.list_checkpoints(tmp_path / "straight" / run_dir.name)[-1],
                        weights_only=False)["model"]  # fmt: skip
         assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.slow
+def test_danet_cancel_stops_a_local_sweep_from_another_terminal(tmp_path, capsys):
+    from danet.cli import main
+    from slurm.status import run_state
+
+    grid = tiny_grid(tmp_path / "cancel.yaml", "cancel", "train.iterations=5000",
+                     "train.checkpoint_every=1000", "train.tensorboard=false",
+                     variants=("pam",))  # fmt: skip
+    sweep_dir = tmp_path / "runs" / "cancel"
+    proc = _sweep(grid, tmp_path)
+    try:
+        wait_for(lambda: any(_iteration(p.parent) >= 3 for p in sweep_dir.glob("*/log.jsonl")),
+                 240, "the run training")  # fmt: skip
+        assert main(["cancel", str(grid), "--runs-root", str(tmp_path / "runs")]) == 0
+        out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert "cancelled 1 runs (SIGTERM to the local sweep (pid" in capsys.readouterr().out
+    assert proc.returncode == 130 and "  cancelled pam-" in out, out + err
+    (run_dir,) = (p.parent for p in sweep_dir.glob("*/config.yaml"))
+    assert run_state(run_dir).state == "cancelled"  # not failed: no error.json either
+    assert not (run_dir / "error.json").exists()
+    stopped = [json.loads(ln) for ln in (run_dir / "log.jsonl").read_text().splitlines()][-1]
+    assert stopped["event"] == "stopped" and stopped["iteration"] < 5000
+    assert checkpoint.latest(run_dir)["iteration"] == stopped["iteration"]
