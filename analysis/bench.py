@@ -634,7 +634,10 @@ def main(argv: list[str] | None = None) -> int:
                 s = dataclasses.replace(s, steps=2, warmup=1, rounds=2, block=1)
             bench.run_setting(s, chosen, options, setting_config(s, args.quick))
     except KeyboardInterrupt:  # Ctrl-C: what was measured is already on disk
-        kept = f"{out} keeps the {len(bench.rows)} rows measured" if bench.rows else "no rows"
+        import pandas as pd
+
+        rows = len(pd.read_csv(out)) if out.is_file() else 0  # as on disk, whenever it came
+        kept = f"{out} keeps the {rows} rows measured" if rows else "no rows"
         print(f"danet bench: stopped; {kept}", file=sys.stderr)
         return 130
     print(to_markdown(frame(bench.rows, device), device_name(device)))

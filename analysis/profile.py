@@ -384,19 +384,27 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     repeats = args.repeats or (10 if args.device.startswith("cuda") else 3)
     sizes = args.sizes or (QUICK_SIZES if args.quick else SIZES)
-    df = profile(
-        args.variants,
-        scopes=args.scopes,
-        sizes=sizes,
-        model_inputs=MODEL_INPUTS[:1] if args.quick else MODEL_INPUTS,
-        backbones=BACKBONES[:1] if args.quick else BACKBONES,
-        device=args.device,
-        repeats=1 if args.quick and args.repeats is None else repeats,
-        measure=not args.no_measure,
-        full=args.full,
-        model_fvcore=not args.quick,
-        on_row=functools.partial(saved_and_printed, path=Path(args.out)),
-    )
+    try:
+        df = profile(
+            args.variants,
+            scopes=args.scopes,
+            sizes=sizes,
+            model_inputs=MODEL_INPUTS[:1] if args.quick else MODEL_INPUTS,
+            backbones=BACKBONES[:1] if args.quick else BACKBONES,
+            device=args.device,
+            repeats=1 if args.quick and args.repeats is None else repeats,
+            measure=not args.no_measure,
+            full=args.full,
+            model_fvcore=not args.quick,
+            on_row=functools.partial(saved_and_printed, path=Path(args.out)),
+        )
+    except KeyboardInterrupt:  # Ctrl-C: every row measured is already in the CSV
+        import pandas as pd
+
+        rows = len(pd.read_csv(args.out)) if Path(args.out).is_file() else 0  # as on disk
+        kept = f"{args.out} keeps the {rows} rows measured" if rows else "no rows"
+        print(f"danet profile: stopped; {kept}", file=sys.stderr)
+        return 130
     write_csv(df, Path(args.out))
     print(to_markdown(df))
     print(f"\nwrote {args.out} ({len(df)} rows)")
