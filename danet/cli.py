@@ -80,7 +80,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     launcher = apply_launcher(grid.launcher, mine, "command line")
     specs = expand(grid, Path(args.runs_root), overrides)
     if not launcher.max_parallel:
-        launcher.max_parallel = default_parallel(specs[0].cfg)
+        launcher.max_parallel = default_parallel(specs[0].cfg, launcher)
     max_seeds = check_seeds_until(args.seeds_until, args.max_seeds, args.no_wait, specs)
     if args.dry_run:
         print(describe(specs))

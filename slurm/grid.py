@@ -34,7 +34,7 @@ class Launcher:
     on the command line as `launcher.<key>=value` (`make sweep PARTITION=...` sets one)."""
 
     cluster: str = "local"  # local: this machine; slurm: sbatch job arrays; debug: in-process
-    max_parallel: int = 0  # local: runs at once; 0: the machine's cores // train.threads
+    max_parallel: int = 0  # local: runs at once; 0: one a GPU (runs on GPUs), else cores // threads
     timeout_min: int = 120  # the job's time limit (submitit kills a local job after it, too)
     partition: str = ""  # slurm: --partition; "" the cluster's default
     nodes: int = 1  # slurm: nodes per run; DDP spans them
@@ -191,7 +191,15 @@ def with_seed(spec: RunSpec, seed: int) -> RunSpec:
     return RunSpec(rid, cfg, spec.run_dir.parent / rid, {**spec.axes, "seed": seed})
 
 
-def default_parallel(cfg: C.Config) -> int:
+def default_parallel(cfg: C.Config, launcher: Launcher | None = None) -> int:
+    """Local runs at once: one per GPU set when the runs use GPUs, else the cores divided by
+    train.threads."""
+    from slurm.local_gpus import local_gpus, parallel_runs
+
+    per_run = launcher.tasks_per_node if launcher else 1
+    on_gpus = parallel_runs(cfg, per_run, local_gpus())
+    if on_gpus:
+        return on_gpus
     threads = cfg.train.threads or 1
     return max(1, (os.cpu_count() or 1) // threads)
 

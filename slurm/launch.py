@@ -27,6 +27,7 @@ from danet.errors import DanetError
 from danet.utils import atomic_write_json
 from slurm import stopping
 from slurm.grid import Launcher, RunSpec
+from slurm.local_gpus import gpus_for, local_gpus
 from slurm.snapshot import code_snapshot, rescue_stranded
 from slurm.status import CANCELLED, run_state, slurm_queue
 
@@ -127,8 +128,10 @@ def max_array_size(launcher: Launcher) -> int:
     return wanted or cap
 
 
-def make_executor(folder: Path, launcher: Launcher) -> submitit.AutoExecutor:
-    executor = submitit.AutoExecutor(folder=folder, cluster=launcher.cluster)
+def make_executor(folder: Path, launcher: Launcher) -> submitit.Executor:
+    # the local executor itself, not through AutoExecutor, which does not pass visible_gpus
+    executor = (submitit.LocalExecutor(folder=folder) if launcher.cluster == "local" else
+                submitit.AutoExecutor(folder=folder, cluster=launcher.cluster))  # fmt: skip
     params: dict = {"timeout_min": int(launcher.timeout_min)}
     if launcher.cluster == "slurm":
         params.update(
@@ -163,7 +166,9 @@ def _claim(spec: RunSpec, launcher: Launcher) -> None:
     stopping.clear_stop(spec.run_dir)  # a stop asked of an earlier sweep does not hold now
 
 
-def _record(spec: RunSpec, job: submitit.Job, launcher: Launcher) -> None:
+def _record(
+    spec: RunSpec, job: submitit.Job, launcher: Launcher, gpus: list[int] | None = None
+) -> None:
     record = {
         "job_id": str(job.job_id),
         "queued_by": os.getpid(),  # the sweep: `danet cancel` stops a local one through it
@@ -172,6 +177,7 @@ def _record(spec: RunSpec, job: submitit.Job, launcher: Launcher) -> None:
         "submitted": time.time(),
         "stdout": str(job.paths.stdout),
         "stderr": str(job.paths.stderr),
+        **({"gpus": gpus} if gpus else {}),
     }
     atomic_write_json(spec.run_dir / "job.json", record)
 
@@ -254,6 +260,8 @@ def _launch_local(todo, folder, launcher, echo, tick) -> list[Outcome]:
     ones to stop at their next step (checkpointed) and starts no more; the second kills them."""
     stopping.jobs_in_own_sessions()
     executor = make_executor(folder, launcher)
+    pool = local_gpus()
+    held: dict[str, list[int]] = {}  # job id -> its GPUs
     running: list = []
     done: list[Outcome] = []
     queue = list(todo)
@@ -265,12 +273,21 @@ def _launch_local(todo, folder, launcher, echo, tick) -> list[Outcome]:
                 handled = interrupts.count
                 done += _interrupt(handled, running, queue, echo)
             while queue and len(running) < launcher.max_parallel:
+                in_use = {g for job, _ in running for g in held.get(job.job_id, [])}
+                gpus = gpus_for(queue[0].cfg, launcher.tasks_per_node, pool, in_use)
+                if gpus is None:  # waits for a running run to free its GPUs
+                    break
                 spec = queue.pop(0)
                 resumed = " (resuming)" if (spec.run_dir / "ckpt").exists() else ""
+                # submitit gives a local job exactly these GPUs (CUDA_VISIBLE_DEVICES; none: "")
                 executor.update_parameters(name=spec.run_id)
+                if launcher.cluster == "local":
+                    executor.update_parameters(gpus_per_node=len(gpus), visible_gpus=tuple(gpus))
                 job = executor.submit(TrainJob(C.to_dict(spec.cfg), str(spec.run_dir)))
-                _record(spec, job, launcher)
-                echo(f"  start  {spec.run_id}{resumed}  job {job.job_id}")
+                _record(spec, job, launcher, gpus)
+                on = f"  GPU {','.join(map(str, gpus))}" if gpus else ""
+                echo(f"  start  {spec.run_id}{resumed}  job {job.job_id}{on}")
+                held[job.job_id] = gpus
                 running.append((job, spec))
             seen = handled
             done += _wait(running, poll, echo, until_one=True, tick=tick,

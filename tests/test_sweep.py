@@ -211,3 +211,44 @@ def test_status_of_a_grid_lists_every_run_new_pending_running_done_failed(tmp_pa
     assert runs[running.name]["eta_s"] == pytest.approx(3.0)  # 2 left at 1.5 s each
     assert runs[done.name]["miou"] == 0.5 and runs[done.name]["train_s"] == 12.0
     assert [runs[s.run_id]["state"] for s in specs[4:]] == ["new", "new"]
+
+
+def test_a_local_sweep_gives_each_run_its_own_gpu(tmp_path, monkeypatch):
+    """submitit's local executor hides every GPU from a job it gives none (CUDA_VISIBLE_DEVICES
+    empty): the sweep hands each run GPUs of its own, one run per GPU by default. Here the
+    machine is said to have GPUs 0 and 1 (CPU runs: train.device=auto finds none)."""
+    from slurm import local_gpus
+    from slurm.grid import default_parallel
+    from slurm.launch import launch
+
+    monkeypatch.setattr(local_gpus, "local_gpus", lambda: [0, 1])
+    monkeypatch.setattr("slurm.launch.local_gpus", lambda: [0, 1])
+    grid = load_grid(_grid(tmp_path, seeds=(0, 1)))
+    specs = expand(grid, tmp_path / "runs")[:3]
+    launcher = grid.launcher
+    launcher.max_parallel = default_parallel(specs[0].cfg, launcher)
+    assert launcher.max_parallel == 2  # one run per GPU, not one per core
+    lines: list[str] = []
+    outcomes = launch(specs, tmp_path / "runs" / grid.name, launcher, echo=lines.append)
+    assert [o.state for o in outcomes] == ["finished"] * 3, lines
+    starts = [line for line in lines if line.startswith("  start")]
+    assert [s.rsplit("GPU ", 1)[1] for s in starts[:2]] == ["0", "1"]  # each its own
+    gpus = [json.loads((s.run_dir / "job.json").read_text())["gpus"] for s in specs]
+    assert gpus[:2] == [[0], [1]] and gpus[2] in ([0], [1])  # the third: a GPU freed
+
+
+def test_gpus_for_a_run():
+    from danet import config as C
+    from danet.errors import DanetError
+    from slurm.local_gpus import gpus_for, parallel_runs
+
+    auto, cpu = C.Config(), C.build(None, ["train.device=cpu"])
+    pinned = C.build(None, ["train.device=cuda:1"])
+    assert gpus_for(auto, 1, [], set()) == [] and gpus_for(cpu, 1, [0, 1], set()) == []
+    assert gpus_for(auto, 1, [2, 3], {2}) == [3] and gpus_for(auto, 1, [2, 3], {2, 3}) is None
+    assert gpus_for(auto, 2, [0, 1, 2, 3], {1}) == [0, 2]  # DDP: one per process
+    assert gpus_for(pinned, 1, [0, 1], set()) == [0, 1]  # cuda:1 must mean GPU 1
+    assert gpus_for(pinned, 1, [0, 1], {0}) is None
+    with pytest.raises(DanetError, match="tasks_per_node=4 needs 4 GPUs a run"):
+        gpus_for(auto, 4, [0, 1], set())
+    assert parallel_runs(auto, 2, [0, 1, 2, 3]) == 2 and parallel_runs(cpu, 1, [0, 1]) == 0
