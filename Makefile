@@ -9,7 +9,7 @@ CLUSTER ?= local
 PARTITION ?=
 ARGS ?=
 
-.PHONY: help sweep status test docs tables plots report profile bench bench-attention clean-runs
+.PHONY: help sweep status cancel test docs tables plots report profile bench bench-attention clean-runs
 
 help:  ## this list: each target and what it does
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/^([a-z-]+):.*## /  make \1\t/' | expand -t 24
@@ -25,6 +25,9 @@ sweep: $(STAMP)  ## run the grid GRID (default: the DANet ablation on the built-
 
 status: $(STAMP)  ## the state of each run of GRID's sweep
 	$(BIN)/danet status $(GRID)
+
+cancel: $(STAMP)  ## cancel GRID's queued and running runs (checkpointed; `make sweep` resumes them)
+	$(BIN)/danet cancel $(GRID)
 
 test: $(STAMP)  ## lint, then the test suite (what .ci/run calls)
 	$(BIN)/ruff check .
