@@ -297,13 +297,14 @@ def _launch_local(todo, folder, launcher, echo, tick) -> list[Outcome]:
 
 def _interrupt(count: int, running: list, queue: list, echo) -> list[Outcome]:
     """The first interrupt: stop requests to the running runs, the queued ones unclaimed; the
-    second: the running jobs killed (their newest checkpoint stays; the next sweep resumes)."""
+    second (or two at once): the running jobs killed (their newest checkpoint stays; the next
+    sweep resumes them)."""
     out = []
+    for spec in queue:  # never started: unclaimed, as if this sweep had not chosen them
+        (spec.run_dir / "job.json").unlink(missing_ok=True)
+        out.append(Outcome(spec, "unstarted"))
+    queue.clear()
     if count == 1:
-        for spec in queue:  # never started: unclaimed, as if this sweep had not chosen them
-            (spec.run_dir / "job.json").unlink(missing_ok=True)
-            out.append(Outcome(spec, "unstarted"))
-        queue.clear()
         for _, spec in running:
             stopping.request_stop(spec.run_dir, "danet sweep (interrupted)")
         echo(f"stopping: {len(running)} running runs save a checkpoint at the end of their "

@@ -9,6 +9,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -136,3 +137,33 @@ def test_danet_cancel_stops_a_local_sweep_from_another_terminal(tmp_path, capsys
     stopped = [json.loads(ln) for ln in (run_dir / "log.jsonl").read_text().splitlines()][-1]
     assert stopped["event"] == "stopped" and stopped["iteration"] < 5000
     assert checkpoint.latest(run_dir)["iteration"] == stopped["iteration"]
+
+
+@pytest.mark.slow
+def test_a_second_ctrl_c_kills_the_runs_at_once(tmp_path):
+    """Steps of about a second: the second Ctrl-C, 0.1 s after the first, comes mid-step, so
+    the run is killed, not stopped; nothing of the sweep is left, nothing is torn."""
+    grid = tiny_grid(tmp_path / "kill.yaml", "kill", "train.iterations=5000",
+                     "data.image_size=384", "data.crop_size=384", "train.batch_size=8",
+                     "train.checkpoint_every=1", "train.tensorboard=false",
+                     variants=("pam",))  # fmt: skip
+    sweep_dir = tmp_path / "runs" / "kill"
+    proc = _sweep(grid, tmp_path)
+    try:
+        wait_for(lambda: any(_iteration(p.parent) >= 1 for p in sweep_dir.glob("*/log.jsonl")),
+                 240, "the run training")  # fmt: skip
+        (job,) = [int(json.loads(p.read_text())["job_id"]) for p in sweep_dir.glob("*/job.json")]
+        os.killpg(proc.pid, signal.SIGINT)
+        time.sleep(0.1)
+        os.killpg(proc.pid, signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert proc.returncode == 130 and "  killed pam-" in out, out + err
+    wait_for(lambda: not _group(job), 10, "the job's processes to end")
+    (run_dir,) = (p.parent for p in sweep_dir.glob("*/config.yaml"))
+    assert not (run_dir / "result.json").exists()
+    newest = checkpoint.latest(run_dir)  # a periodic checkpoint, whole (written atomically)
+    assert newest is not None and newest["iteration"] >= 1
