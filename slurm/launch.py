@@ -379,9 +379,9 @@ def _wait(
         if out and until_one:
             return out
         if running:
-            tick()
             deadline = time.monotonic() + poll
             while time.monotonic() < deadline and not interrupted():  # Ctrl-C acted on at once
+                tick()  # the view redraws at most once a second
                 time.sleep(0.1)
     return out
 

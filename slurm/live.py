@@ -73,16 +73,20 @@ class LiveView:
             print(line, file=self.stream, flush=True)
 
     def close(self) -> None:
+        """The panel removed; in a log, a last summary when the sweep waited on something."""
         if self.live is not None:
             self.live.stop()
             self.live = None
+        elif self.last_lines > -1e9:
+            self.tick(force=True)
 
     # ------------------------------------------------------------ polling
 
-    def tick(self) -> None:
-        """Called while the sweep waits; reads the runs' files at most once a second."""
+    def tick(self, force: bool = False) -> None:
+        """Called while the sweep waits; reads the runs' files at most once a second (and asks
+        squeue at most every 5 s: a busy scheduler should not hear from every sweep at once)."""
         now = time.monotonic()
-        if now - self.last_poll < 1.0:
+        if now - self.last_poll < (5.0 if self.launcher.cluster == "slurm" else 1.0) and not force:
             return
         self.last_poll = now
         queue = slurm_queue() if self.launcher.cluster == "slurm" else None
@@ -105,9 +109,10 @@ class LiveView:
         counts = _counts(states)
         eta = sweep_eta(states, self._slots(states))
         parts = [f"{counts.get('done', 0)}/{len(states)} done"]
-        parts += [f"{counts[k]} {k}" for k in ("running", "pending", "requeued", "failed",
-                                                "stopped") if counts.get(k)]  # fmt: skip
-        parts.append(f"ETA {duration(eta)}" if eta is not None else "ETA after the first steps")
+        kinds = ("running", "pending", "requeued", "failed", "stopped", "cancelled")
+        parts += [f"{counts[k]} {k}" for k in kinds if counts.get(k)]
+        if any(st.state in ACTIVE or st.state == "new" for _, st in states):  # work left
+            parts.append(f"ETA {duration(eta)}" if eta is not None else "ETA after the first steps")
         latest = _latest(states)
         if latest:
             parts.append(f"latest {latest}")
