@@ -128,7 +128,12 @@ def cmd_status(args: argparse.Namespace) -> int:
     from slurm.snapshot import stranded_runs
     from slurm.status import counts, status_json, status_rows, sweep_states
 
-    target, expected = _sweep_target(Path(args.sweep), args.runs_root)
+    target, grid = _sweep_folder(Path(args.sweep), args.runs_root)
+    expected = None
+    if grid is not None:  # every run of the grid, the ones never submitted too
+        from slurm.grid import expand
+
+        expected = {s.run_id: s.cfg.train.iterations for s in expand(grid, Path(args.runs_root))}
     states = sweep_states(target, expected)
     if args.json:
         print(json.dumps({"sweep": str(target), "counts": counts(states),
@@ -150,28 +155,24 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
-def _sweep_target(target: Path, runs_root: str) -> tuple[Path, dict[str, int] | None]:
-    """(sweep folder, the grid's run ids -> iterations) from a grid file or a sweep folder."""
+def _sweep_folder(target: Path, runs_root: str):
+    """(the sweep's folder, its Grid or None) from a grid file or a sweep folder."""
     if target.suffix in (".yaml", ".yml") and target.is_file():
-        from slurm.grid import expand, load_grid
+        from slurm.grid import load_grid
 
         grid = load_grid(target)
-        specs = expand(grid, Path(runs_root))  # every run of the grid, pending ones too
-        return Path(runs_root) / grid.name, {s.run_id: s.cfg.train.iterations for s in specs}
+        return Path(runs_root) / grid.name, grid
     if not target.is_dir():
         raise DanetError(f"{target}: no such sweep folder (give runs/<name> or the grid file)")
     return target, None
 
 
 def cmd_cancel(args: argparse.Namespace) -> int:
-    from slurm.status import RUN_FILES
+    from slurm.status import run_folders
     from slurm.stopping import cancel
 
-    sweep_dir, _ = _sweep_target(Path(args.sweep), args.runs_root)
-    found = sweep_dir.iterdir() if sweep_dir.is_dir() else []
-    count, jobs, sweeps = cancel(
-        sorted(p for p in found if any((p / f).is_file() for f in RUN_FILES))
-    )
+    sweep_dir, _ = _sweep_folder(Path(args.sweep), args.runs_root)
+    count, jobs, sweeps = cancel(run_folders(sweep_dir))
     if not count:
         print(f"{sweep_dir}: no run queued or running; nothing to cancel")
         return 0

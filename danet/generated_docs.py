@@ -45,12 +45,12 @@ def render(text: str, marker: str, body: str, where: str) -> str:
 def stale(root: Path = REPO) -> dict[Path, str]:
     """Each file whose blocks differ from what the code generates -> its regenerated text."""
     out: dict[Path, str] = {}
-    for (name, marker), make in BLOCKS.items():
-        path = root / name
-        text = out.get(path, path.read_text())
-        new = render(text, marker, make(), name)
-        if new != path.read_text() or path in out:
-            out[path] = new
+    for name in dict.fromkeys(name for name, _ in BLOCKS):
+        old = new = (root / name).read_text()
+        for marker, make in ((m, f) for (n, m), f in BLOCKS.items() if n == name):
+            new = render(new, marker, make(), name)
+        if new != old:
+            out[root / name] = new
     return out
 
 

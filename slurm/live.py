@@ -57,6 +57,7 @@ class LiveView:
         self.started = time.monotonic()
         self.last_poll = self.last_lines = -1e9
         self.last_counts: dict[str, int] = {}
+        self.done: dict[str, RunState] = {}  # run id -> its state, once done
         self.live: Live | None = None
         if self.tty:
             self.console = Console(file=self.stream, highlight=False)
@@ -90,7 +91,7 @@ class LiveView:
             return
         self.last_poll = now
         queue = slurm_queue() if self.launcher.cluster == "slurm" else None
-        states = [(spec, run_state(spec.run_dir, queue)) for spec in self.specs]
+        states = [(spec, self._state(spec, queue)) for spec in self.specs]
         if self.live is not None:
             self.live.update(self.render(states))
             return
@@ -99,6 +100,13 @@ class LiveView:
             self.last_counts, self.last_lines = counts, now
             for line in self.lines(states):
                 print(line, file=self.stream, flush=True)
+
+    def _state(self, spec: RunSpec, queue) -> RunState:
+        """A run's state; a done one is read once (its files no longer change)."""
+        st = self.done.get(spec.run_id) or run_state(spec.run_dir, queue)
+        if st.state == "done":
+            self.done[spec.run_id] = st
+        return st
 
     def _slots(self, states: list[tuple[RunSpec, RunState]]) -> int:
         if self.launcher.cluster == "slurm":  # the scheduler decides: as many as run now

@@ -50,7 +50,7 @@ class RunState:
         return max(0, self.iterations - self.iteration) * pace
 
 
-def _json(path: Path) -> dict | None:
+def read_json(path: Path) -> dict | None:
     try:
         return json.loads(path.read_text())
     except (OSError, ValueError):
@@ -160,6 +160,14 @@ def duration(seconds: float | None) -> str:
     return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
 
 
+def run_folders(sweep_dir: Path) -> list[Path]:
+    """The run folders of a sweep, sorted; job.json alone counts (a run submitted or claimed
+    whose job has not written config.yaml yet)."""
+    if not sweep_dir.is_dir():
+        return []
+    return sorted(p for p in sweep_dir.iterdir() if any((p / f).is_file() for f in RUN_FILES))
+
+
 def sweep_states(
     sweep_dir: Path, expected: dict[str, int] | None = None
 ) -> list[tuple[str, RunState]]:
@@ -168,9 +176,7 @@ def sweep_states(
     folder under sweep_dir (seeds added later, an older grid's runs)."""
     queue = slurm_queue()
     expected = expected or {}
-    found = sorted(
-        p.name for p in sweep_dir.iterdir() if any((p / f).is_file() for f in RUN_FILES)
-    ) if sweep_dir.is_dir() else []  # fmt: skip
+    found = [p.name for p in run_folders(sweep_dir)]
     out = []
     for run_id in [*expected, *(r for r in found if r not in expected)]:
         st = run_state(sweep_dir / run_id, queue)
@@ -219,8 +225,8 @@ def counts(states: list[tuple[str, RunState]]) -> dict[str, int]:
 
 def run_state(run_dir: Path, queue: Queue | None = None) -> RunState:
     """The run's state; `queue` is slurm_queue() (asked here when None and needed)."""
-    result = _json(run_dir / "result.json")
-    job = _json(run_dir / "job.json") or {}
+    result = read_json(run_dir / "result.json")
+    job = read_json(run_dir / "job.json") or {}
     progress = read_progress(run_dir)
     iteration = progress.iteration
     common = dict(
@@ -235,7 +241,7 @@ def run_state(run_dir: Path, queue: Queue | None = None) -> RunState:
     if result is not None:
         common["train_s"] = float(result.get("train_time_s") or progress.train_s)
         return RunState("done", miou=result.get("miou"), **common)
-    error = _json(run_dir / "error.json")
+    error = read_json(run_dir / "error.json")
     if error and error.get("time", 0) >= job.get("submitted", 0):
         return RunState("failed", message=str(error.get("message", "")), **common)
     if not job:
@@ -244,7 +250,7 @@ def run_state(run_dir: Path, queue: Queue | None = None) -> RunState:
         queue = slurm_queue()
     alive = _alive(job, queue)
     if alive is False:
-        cancelled = _json(run_dir / CANCELLED)
+        cancelled = read_json(run_dir / CANCELLED)
         by_cancel = cancelled and cancelled.get("time", 0) >= job.get("submitted", 0)
         return RunState("cancelled" if by_cancel else "stopped", **common)
     if not job.get("job_id"):  # a claim: queued by a sweep, not yet submitted

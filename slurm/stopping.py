@@ -91,7 +91,7 @@ def cancel(run_dirs: list[Path]) -> tuple[int, list[str], set[int]]:
     run has Slurm's KillWait to reach its step's end) and a local sweep gets SIGTERM, which
     stops its runs the same way and starts no more. Returns (runs cancelled, Slurm job ids,
     local sweep process ids)."""
-    from slurm.status import CANCELLED, _json, run_state, slurm_queue
+    from slurm.status import CANCELLED, read_json, run_state, slurm_queue
 
     queue = slurm_queue()
     jobs: list[str] = []
@@ -100,7 +100,7 @@ def cancel(run_dirs: list[Path]) -> tuple[int, list[str], set[int]]:
     for run_dir in run_dirs:
         if run_state(run_dir, queue).state not in ("pending", "running", "requeued"):
             continue
-        job = _json(run_dir / "job.json") or {}
+        job = read_json(run_dir / "job.json") or {}
         request_stop(run_dir, "danet cancel")
         atomic_write_json(run_dir / CANCELLED, {"time": time.time(), "job_id": job.get("job_id")})
         count += 1

@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -60,25 +61,43 @@ def _sweep(grid: Path, cwd: Path) -> subprocess.Popen:
     )  # fmt: skip
 
 
-@pytest.mark.slow
-def test_ctrl_c_stops_every_run_at_a_checkpoint_and_the_same_command_resumes(tmp_path):
-    grid = _grid(tmp_path)
-    sweep_dir = tmp_path / "runs" / "stop"
-    proc = _sweep(grid, tmp_path)
+def _interrupted(
+    grid: Path, cwd: Path, training: Callable[[], bool], interrupt: Callable[[int], None]
+) -> tuple[int, str, str]:
+    """`danet sweep GRID` from `cwd`; once `training()` holds, `interrupt(its pid)`. Returns
+    (exit code, stdout, stderr); nothing it started outlives the call."""
+    proc = _sweep(grid, cwd)
     try:
-        wait_for(lambda: len(list(sweep_dir.glob("*/log.jsonl"))) == 2
-                 and all(_iteration(p.parent) >= 3 for p in sweep_dir.glob("*/log.jsonl")),
-                 240, "both runs training")  # fmt: skip
-        jobs = [int(json.loads(p.read_text())["job_id"]) for p in sweep_dir.glob("*/job.json")]
-        groups = {pgid: _group(pgid) for pgid in jobs}
-        assert all(len(pids) >= 2 for pids in groups.values())  # a controller and its task
-        os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C: the whole foreground group
+        wait_for(training, 240, "the runs training")
+        interrupt(proc.pid)
         out, err = proc.communicate(timeout=120)
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
-    assert proc.returncode == 130, out + err
+    return proc.returncode, out, err
+
+
+def _job_ids(sweep_dir: Path) -> list[int]:
+    return [int(json.loads(p.read_text())["job_id"]) for p in sweep_dir.glob("*/job.json")]
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_every_run_at_a_checkpoint_and_the_same_command_resumes(tmp_path):
+    grid = _grid(tmp_path)
+    sweep_dir = tmp_path / "runs" / "stop"
+    groups: dict[int, list[int]] = {}
+
+    def ctrl_c(pid: int) -> None:
+        groups.update({pgid: _group(pgid) for pgid in _job_ids(sweep_dir)})
+        assert all(len(pids) >= 2 for pids in groups.values())  # a controller and its task
+        os.killpg(pid, signal.SIGINT)  # Ctrl-C: the whole foreground group
+
+    code, out, err = _interrupted(
+        grid, tmp_path, lambda: len(list(sweep_dir.glob("*/log.jsonl"))) == 2
+        and all(_iteration(p.parent) >= 3 for p in sweep_dir.glob("*/log.jsonl")), ctrl_c,
+    )  # fmt: skip
+    assert code == 130, out + err
     assert "stopping: 2 running runs save a checkpoint" in out
     assert out.count("  stopped ") == 2 and "the same command resumes them" in err
     wait_for(lambda: not any(_group(g) for g in groups), 10, "the jobs' processes to end")
@@ -119,18 +138,13 @@ def test_danet_cancel_stops_a_local_sweep_from_another_terminal(tmp_path, capsys
                      "train.checkpoint_every=1000", "train.tensorboard=false",
                      variants=("pam",))  # fmt: skip
     sweep_dir = tmp_path / "runs" / "cancel"
-    proc = _sweep(grid, tmp_path)
-    try:
-        wait_for(lambda: any(_iteration(p.parent) >= 3 for p in sweep_dir.glob("*/log.jsonl")),
-                 240, "the run training")  # fmt: skip
-        assert main(["cancel", str(grid), "--runs-root", str(tmp_path / "runs")]) == 0
-        out, err = proc.communicate(timeout=120)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+    code, out, err = _interrupted(
+        grid, tmp_path,
+        lambda: any(_iteration(p.parent) >= 3 for p in sweep_dir.glob("*/log.jsonl")),
+        lambda pid: main(["cancel", str(grid), "--runs-root", str(tmp_path / "runs")]),
+    )  # fmt: skip
     assert "cancelled 1 runs (SIGTERM to the local sweep (pid" in capsys.readouterr().out
-    assert proc.returncode == 130 and "  cancelled pam-" in out, out + err
+    assert code == 130 and "  cancelled pam-" in out, out + err
     (run_dir,) = (p.parent for p in sweep_dir.glob("*/config.yaml"))
     assert run_state(run_dir).state == "cancelled"  # not failed: no error.json either
     assert not (run_dir / "error.json").exists()
@@ -148,20 +162,18 @@ def test_a_second_ctrl_c_kills_the_runs_at_once(tmp_path):
                      "train.checkpoint_every=1", "train.tensorboard=false",
                      variants=("pam",))  # fmt: skip
     sweep_dir = tmp_path / "runs" / "kill"
-    proc = _sweep(grid, tmp_path)
-    try:
-        wait_for(lambda: any(_iteration(p.parent) >= 1 for p in sweep_dir.glob("*/log.jsonl")),
-                 240, "the run training")  # fmt: skip
-        (job,) = [int(json.loads(p.read_text())["job_id"]) for p in sweep_dir.glob("*/job.json")]
-        os.killpg(proc.pid, signal.SIGINT)
+    def ctrl_c_twice(pid: int) -> None:
+        os.killpg(pid, signal.SIGINT)
         time.sleep(0.1)
-        os.killpg(proc.pid, signal.SIGINT)
-        out, err = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-    assert proc.returncode == 130 and "  killed pam-" in out, out + err
+        os.killpg(pid, signal.SIGINT)
+
+    code, out, err = _interrupted(
+        grid, tmp_path,
+        lambda: any(_iteration(p.parent) >= 1 for p in sweep_dir.glob("*/log.jsonl")),
+        ctrl_c_twice,
+    )  # fmt: skip
+    (job,) = _job_ids(sweep_dir)
+    assert code == 130 and "  killed pam-" in out, out + err
     wait_for(lambda: not _group(job), 10, "the job's processes to end")
     (run_dir,) = (p.parent for p in sweep_dir.glob("*/config.yaml"))
     assert not (run_dir / "result.json").exists()

@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from tqdm import tqdm
+
+from danet.utils import progress_bar
 
 
 class Sinks:
@@ -22,10 +23,8 @@ class Sinks:
     ) -> None:
         self.log = (run_dir / "log.jsonl").open("a") if main else None
         self.board = _board(run_dir, start) if main and tensorboard else None
-        self.bar = tqdm(
-            total=total, initial=start, desc=run_dir.name, disable=not (progress and main),
-            mininterval=1.0 if sys.stderr.isatty() else 30.0, file=sys.stderr,
-        )  # fmt: skip
+        self.bar = progress_bar(total, run_dir.name, progress and main, log_every=30.0,
+                                initial=start)  # fmt: skip
         self.logged, self.at = start, time.perf_counter()  # for images/s between two logs
 
     def __enter__(self) -> Sinks:
