@@ -85,7 +85,8 @@ class LiveView:
 
     def tick(self, force: bool = False) -> None:
         """Called while the sweep waits; reads the runs' files at most once a second (and asks
-        squeue at most every 5 s: a busy scheduler should not hear from every sweep at once)."""
+        squeue at most every 5 s: a busy scheduler should not hear from every sweep at once).
+        `force`: read and print now (the last word of a logged sweep, after its done lines)."""
         now = time.monotonic()
         if now - self.last_poll < (5.0 if self.launcher.cluster == "slurm" else 1.0) and not force:
             return
@@ -96,7 +97,8 @@ class LiveView:
             self.live.update(self.render(states))
             return
         counts = _counts(states)
-        if self.every_s and (counts != self.last_counts or now - self.last_lines >= self.every_s):
+        due = counts != self.last_counts or now - self.last_lines >= self.every_s
+        if self.every_s and (due or force):
             self.last_counts, self.last_lines = counts, now
             for line in self.lines(states):
                 print(line, file=self.stream, flush=True)

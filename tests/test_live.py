@@ -4,6 +4,7 @@ pseudo-terminal here) and as plain lines when the output is a file or a pipe."""
 from __future__ import annotations
 
 import fcntl
+import io
 import os
 import pty
 import re
@@ -14,6 +15,9 @@ import termios
 from pathlib import Path
 
 import pytest
+
+from slurm.grid import Launcher
+from slurm.live import LiveView
 
 from .conftest import tiny_grid
 
@@ -96,3 +100,16 @@ def test_live_view_in_a_terminal_and_as_plain_lines(tmp_path):
                          r"loss \d+\.\d{3}  ETA \d+:\d\d$", before, re.M), before  # fmt: skip
     last = out.rstrip().splitlines()[-1]  # the sweep's last word: everything done
     assert re.fullmatch(r"\[\d+:\d\d\] 2/2 done, latest \S+ mIoU \d+\.\d\d", last), out
+
+
+def test_a_logged_sweeps_last_word_is_the_summary_even_right_after_a_redraw():
+    """The done lines can come within a second of the last redraw (the CI run of 73b8e29 saw
+    it): closing the view still prints the summary after them, as the sweep's last line."""
+    stream = io.StringIO()
+    view = LiveView([], Launcher(), stream=stream, every_s=30.0)
+    view.tick()
+    view.echo("  done   some-run  mIoU 50.00")
+    view.close()
+    lines = stream.getvalue().splitlines()
+    assert re.fullmatch(r"\[0:00\] 0/0 done", lines[0]), lines
+    assert lines[1:] == ["  done   some-run  mIoU 50.00", lines[0]], lines
