@@ -41,7 +41,13 @@ from danet.engine.cost import flopcounter_flops, peak_memory_mb
 from danet.engine.inference import predict
 from danet.engine.step import build_model, pick_device, train_loader, train_step
 from danet.models import Segmentor
-from danet.utils import command_parser, device_name, seed_everything, torch_benchmark
+from danet.utils import (
+    command_parser,
+    device_name,
+    seed_everything,
+    stopped_early,
+    torch_benchmark,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 IDENTITY = "none+dual"  # the DANet head's two branches with the identity in place of PAM/CAM
@@ -634,12 +640,7 @@ def main(argv: list[str] | None = None) -> int:
                 s = dataclasses.replace(s, steps=2, warmup=1, rounds=2, block=1)
             bench.run_setting(s, chosen, options, setting_config(s, args.quick))
     except KeyboardInterrupt:  # Ctrl-C: what was measured is already on disk
-        import pandas as pd
-
-        rows = len(pd.read_csv(out)) if out.is_file() else 0  # as on disk, whenever it came
-        kept = f"{out} keeps the {rows} rows measured" if rows else "no rows"
-        print(f"danet bench: stopped; {kept}", file=sys.stderr)
-        return 130
+        return stopped_early("danet bench", out)
     print(to_markdown(frame(bench.rows, device), device_name(device)))
     print(f"wrote {out} and {out.with_suffix('.md')}", file=sys.stderr)
     return 0

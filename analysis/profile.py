@@ -45,7 +45,7 @@ from torch import nn
 import variants
 from analysis.bench_attention import open_gates
 from danet.engine.cost import flopcounter_flops, fvcore_counts, params_of, peak_memory_mb
-from danet.utils import command_parser
+from danet.utils import command_parser, stopped_early
 
 C_MODULE = 512
 HEAD_IN, HEAD_INTER, NUM_CLASSES = 2048, 512, 19
@@ -399,12 +399,7 @@ def main(argv: list[str] | None = None) -> int:
             on_row=functools.partial(saved_and_printed, path=Path(args.out)),
         )
     except KeyboardInterrupt:  # Ctrl-C: every row measured is already in the CSV
-        import pandas as pd
-
-        rows = len(pd.read_csv(args.out)) if Path(args.out).is_file() else 0  # as on disk
-        kept = f"{args.out} keeps the {rows} rows measured" if rows else "no rows"
-        print(f"danet profile: stopped; {kept}", file=sys.stderr)
-        return 130
+        return stopped_early("danet profile", Path(args.out))
     write_csv(df, Path(args.out))
     print(to_markdown(df))
     print(f"\nwrote {args.out} ({len(df)} rows)")

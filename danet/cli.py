@@ -171,18 +171,24 @@ def cmd_cancel(args: argparse.Namespace) -> int:
     from slurm.status import run_folders
     from slurm.stopping import cancel
 
-    sweep_dir, _ = _sweep_folder(Path(args.sweep), args.runs_root)
-    count, jobs, sweeps = cancel(run_folders(sweep_dir))
-    if not count:
+    sweep_dir, grid = _sweep_folder(Path(args.sweep), args.runs_root)
+    cancelled = cancel(run_folders(sweep_dir))
+    if not cancelled.count:
         print(f"{sweep_dir}: no run queued or running; nothing to cancel")
         return 0
     how = []
-    if jobs:
-        how.append(f"scancel of {len(jobs)} Slurm jobs")
-    if sweeps:
-        how.append(f"SIGTERM to the local sweep (pid {', '.join(map(str, sorted(sweeps)))})")
-    print(f"cancelled {count} runs ({'; '.join(how)}); running ones save a checkpoint at the "
-          f"end of their step. Resume with: danet sweep {args.sweep}")  # fmt: skip
+    if cancelled.jobs:
+        how.append(f"scancel of {len(cancelled.jobs)} Slurm jobs")
+    if cancelled.sweeps:
+        pids = ", ".join(map(str, sorted(cancelled.sweeps)))
+        how.append(f"SIGTERM to the local sweep (pid {pids})")
+    resume = f"danet sweep {args.sweep}" if grid is not None else "the same danet sweep command"
+    print(f"cancelled {cancelled.count} runs ({'; '.join(how) or 'stop.json'}); running ones "
+          f"save a checkpoint at the end of their step. Resume with: {resume}")  # fmt: skip
+    for host in sorted(cancelled.elsewhere):
+        print(f"note: a local sweep on {host} runs some of them: its running runs stop, but "
+              f"it may start queued ones; run danet cancel {args.sweep} on {host} to stop it",
+              file=sys.stderr)  # fmt: skip
     return 0
 
 
@@ -262,6 +268,12 @@ def cmd_tool(args: argparse.Namespace) -> int:
     import importlib
 
     return importlib.import_module(TOOLS[args.command][0]).main(args.rest)
+
+
+def _sweep_arguments(p: argparse.ArgumentParser, what: str) -> None:
+    """The sweep a command acts on (status, cancel): a grid file or a sweep folder."""
+    p.add_argument("sweep", help=what)
+    p.add_argument("--runs-root", default="runs", help="where the grid's runs are (default: runs)")
 
 
 def parser() -> argparse.ArgumentParser:
@@ -352,10 +364,7 @@ def parser() -> argparse.ArgumentParser:
         description="Every run of a sweep: state, progress, last loss, mIoU, time, ETA, job, "
         "and for failures the error and the log.",
     )  # fmt: skip
-    st.add_argument(
-        "sweep", help="the grid file (every run of the grid, new ones too) or runs/<sweep name>"
-    )
-    st.add_argument("--runs-root", default="runs", help="where the grid's runs are (default: runs)")
+    _sweep_arguments(st, "the grid file (every run of the grid, new ones too) or runs/<sweep name>")
     st.add_argument("--json", action="store_true", help="machine-readable: one object per run")
     st.set_defaults(func=cmd_status)
 
@@ -365,8 +374,7 @@ def parser() -> argparse.ArgumentParser:
         "at the end of their step; Slurm jobs are scancel'ed, a local sweep is stopped. They "
         "show as cancelled, not failed; the same `danet sweep` resumes them.",
     )  # fmt: skip
-    c.add_argument("sweep", help="the grid file or runs/<sweep name>")
-    c.add_argument("--runs-root", default="runs", help="where the grid's runs are (default: runs)")
+    _sweep_arguments(c, "the grid file or runs/<sweep name>")
     c.set_defaults(func=cmd_cancel)
 
     cf = sub.add_parser(

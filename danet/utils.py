@@ -152,3 +152,14 @@ def progress_bar(
         total=total, initial=initial, desc=desc, unit=unit, disable=not enabled, file=sys.stderr,
         mininterval=1.0 if sys.stderr.isatty() else log_every, dynamic_ncols=True,
     )  # fmt: skip
+
+
+def stopped_early(prog: str, csv: Path) -> int:
+    """What `danet bench` and `danet profile` say on Ctrl-C: how many rows their CSV keeps,
+    counted on disk (every row is written as it is measured); exit code 130."""
+    import pandas as pd
+
+    rows = len(pd.read_csv(csv)) if csv.is_file() else 0
+    kept = f"{csv} keeps the {rows} rows measured" if rows else "no rows"
+    print(f"{prog}: stopped; {kept}", file=sys.stderr)
+    return 130

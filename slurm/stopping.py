@@ -17,6 +17,7 @@ import signal
 import subprocess
 import threading
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
 
@@ -84,33 +85,41 @@ class Interrupts:
             signal.signal(sig, handler)  # type: ignore[arg-type]
 
 
-def cancel(run_dirs: list[Path]) -> tuple[int, list[str], set[int]]:
+@dataclass
+class Cancelled:
+    count: int = 0  # runs cancelled
+    jobs: list[str] = field(default_factory=list)  # Slurm job ids scancel'ed
+    sweeps: set[int] = field(default_factory=set)  # local sweeps (process ids) sent SIGTERM
+    elsewhere: set[str] = field(default_factory=set)  # hosts of local sweeps not signalled
+
+
+def cancel(run_dirs: list[Path]) -> Cancelled:
     """`danet cancel`: every queued or running run among `run_dirs` is asked to stop
     (stop.json: a running one stops at its step's end, checkpointed) and marked cancelled
     (cancelled.json); Slurm jobs are then scancel'ed (their SIGTERM is ignored, so a running
-    run has Slurm's KillWait to reach its step's end) and a local sweep gets SIGTERM, which
-    stops its runs the same way and starts no more. Returns (runs cancelled, Slurm job ids,
-    local sweep process ids)."""
+    run has Slurm's KillWait to reach its step's end) and a local sweep on this machine gets
+    SIGTERM, which stops its runs the same way and starts no more. A local sweep on another
+    machine (a shared file system) is not signalled: its process id means nothing here."""
     from slurm.status import CANCELLED, read_json, run_state, slurm_queue
 
     queue = slurm_queue()
-    jobs: list[str] = []
-    sweeps: set[int] = set()
-    count = 0
+    out = Cancelled()
     for run_dir in run_dirs:
         if run_state(run_dir, queue).state not in ("pending", "running", "requeued"):
             continue
         job = read_json(run_dir / "job.json") or {}
         request_stop(run_dir, "danet cancel")
         atomic_write_json(run_dir / CANCELLED, {"time": time.time(), "job_id": job.get("job_id")})
-        count += 1
+        out.count += 1
         if job.get("cluster") == "slurm" and job.get("job_id"):
-            jobs.append(str(job["job_id"]))
+            out.jobs.append(str(job["job_id"]))
+        elif job.get("queued_by") and job.get("host") == os.uname().nodename:
+            out.sweeps.add(int(job["queued_by"]))
         elif job.get("queued_by"):
-            sweeps.add(int(job["queued_by"]))
-    if jobs:
-        subprocess.run(["scancel", *jobs], check=True, capture_output=True, timeout=60)
-    for pid in sweeps:
+            out.elsewhere.add(str(job.get("host")))
+    if out.jobs:
+        subprocess.run(["scancel", *out.jobs], check=True, capture_output=True, timeout=60)
+    for pid in out.sweeps:
         with contextlib.suppress(ProcessLookupError):  # the sweep ended meanwhile
             os.kill(pid, signal.SIGTERM)
-    return count, jobs, sweeps
+    return out

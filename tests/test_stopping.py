@@ -179,3 +179,31 @@ def test_a_second_ctrl_c_kills_the_runs_at_once(tmp_path):
     assert not (run_dir / "result.json").exists()
     newest = checkpoint.latest(run_dir)  # a periodic checkpoint, whole (written atomically)
     assert newest is not None and newest["iteration"] >= 1
+
+
+def test_cancel_signals_no_process_of_another_machine(tmp_path, capsys):
+    """A run queued by a local sweep on another host (a shared file system): its process id
+    means nothing here, so nothing is signalled; the run is still asked to stop and marked
+    cancelled, and the note says where to run danet cancel. Given a sweep folder, the resume
+    hint does not pretend the folder is a grid."""
+    from danet.cli import main
+    from slurm.status import run_state
+
+    bystander = subprocess.Popen(["sleep", "60"])  # stands for a process that has that id here
+    try:
+        run_dir = tmp_path / "runs" / "far" / "pam-tiny-synthetic-s0-00000000"
+        run_dir.mkdir(parents=True)
+        (run_dir / "job.json").write_text(json.dumps(
+            {"cluster": "local", "host": "another-node", "queued_by": bystander.pid,
+             "submitted": time.time() - 1}))  # fmt: skip
+        assert run_state(run_dir).state == "pending"
+        assert main(["cancel", str(tmp_path / "runs" / "far")]) == 0
+        captured = capsys.readouterr()
+        assert "cancelled 1 runs (stop.json)" in captured.out, captured.out
+        assert "Resume with: the same danet sweep command" in captured.out
+        assert "a local sweep on another-node" in captured.err
+        assert bystander.poll() is None  # not signalled
+        assert (run_dir / STOP_FILE).exists()
+    finally:
+        bystander.kill()
+        bystander.wait()
