@@ -130,7 +130,7 @@ def test_ctrl_c_stops_every_run_at_a_checkpoint_and_the_same_command_resumes(tmp
 
 
 @pytest.mark.slow
-def test_danet_cancel_stops_a_local_sweep_from_another_terminal(tmp_path, capsys):
+def test_danet_cancel_stops_a_local_sweep_from_another_terminal(tmp_path, capsys, monkeypatch):
     from danet.cli import main
     from slurm.status import run_state
 
@@ -138,10 +138,11 @@ def test_danet_cancel_stops_a_local_sweep_from_another_terminal(tmp_path, capsys
                      "train.checkpoint_every=1000", "train.tensorboard=false",
                      variants=("pam",))  # fmt: skip
     sweep_dir = tmp_path / "runs" / "cancel"
+    monkeypatch.chdir(tmp_path)  # the other terminal's working folder: the sweep's
     code, out, err = _interrupted(
         grid, tmp_path,
         lambda: any(_iteration(p.parent) >= 3 for p in sweep_dir.glob("*/log.jsonl")),
-        lambda pid: main(["cancel", str(grid), "--runs-root", str(tmp_path / "runs")]),
+        lambda pid: main(["cancel", grid.name]),  # as typed: from the sweep's folder, defaults
     )  # fmt: skip
     assert "cancelled 1 runs (SIGTERM to the local sweep (pid" in capsys.readouterr().out
     assert code == 130 and "  cancelled pam-" in out, out + err
