@@ -15,6 +15,7 @@ from typing import Any
 
 import pandas as pd
 
+from analysis.stats import DUAL
 from danet import RESULT_SCHEMA
 
 FIX = "delete the file to re-run, or fix it"
@@ -146,6 +147,23 @@ def check_result(data: dict[str, Any]) -> str | None:
     return None
 
 
+def skeleton(data: dict[str, Any]) -> dict[str, Any]:
+    """The run's head skeleton: `head` (single or dual; runs recorded before the field: single),
+    `losses` (the weights of its outputs' losses), `module` (the registry name), and `variant`
+    relabelled with the head where the module would have the other one: a single-module
+    variant in the dual head is "pam (dual)", the dual head's baseline "none (dual)" (the
+    matched control of DANet, analysis.stats)."""
+    branches = data.get("branches") or [data["variant"]]
+    head = data.get("head") if data.get("head") in ("single", "dual") else "single"
+    outputs = 3 if head == "dual" else 1
+    weights = ((data.get("config") or {}).get("train") or {}).get("loss_weights") or [1.0] * 3
+    label = data["variant"]
+    if head == "dual" and (len(branches) < 2 or branches[1] == "none"):
+        label += DUAL
+    losses = ":".join(f"{float(w):g}" for w in list(weights)[:outputs])
+    return {"variant": label, "module": data["variant"], "head": head, "losses": losses}
+
+
 def _read(path: Path) -> tuple[dict[str, Any] | None, str]:
     """(the result in a result.json, '') or (None, why it is skipped)."""
     try:
@@ -172,6 +190,7 @@ def collect(*roots: str | Path) -> tuple[pd.DataFrame, list[str]]:
                 problems.append(f"{path}: {problem}")
                 continue
             row = {c: data[c] for c in COLUMNS}
+            row.update(skeleton(data))
             spent = data.get("cost") or {}
             row.update({k: spent.get(k, math.nan) for k in COST})
             row["numerics"] = numerics(data.get("speed"))

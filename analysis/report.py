@@ -21,6 +21,8 @@ from analysis.plots import figure_bytes, make_figures
 from analysis.tables import (
     CONVENTION,
     constant_groups,
+    decomposition_display,
+    decomposition_table,
     display_table,
     main_table,
     per_class_display,
@@ -185,11 +187,22 @@ def build_html(
     fixed = "; ".join(f"{k} {v}" for k, v in constant_groups(main).items())
     parts.append(
         f"<h2>Main table</h2><p>{html.escape(fixed)}. mIoU (%): mean ± half-width of its 95% "
-        "t-interval over seeds; Δ vs none with its 95% CI (paired t when every seed of the "
-        "variant has a baseline run of that seed, else Welch), p Holm-corrected across the "
-        f"variants, and the verdict. {html.escape(CONVENTION)}.</p>"
+        "t-interval over seeds; Δ vs the matched control (vs: the same head, branches and "
+        "losses without the attention) with its simultaneous 95% interval over the table's "
+        "comparisons (Bonferroni; paired t when every seed of the variant has a control run "
+        "of that seed, else Welch), p Bonferroni-adjusted, and the verdict. "
+        f"{html.escape(CONVENTION)}.</p>"
     )
     parts.append(_table_html(display_table(main), sticky_first=True))
+    decomposition = decomposition_table(df)
+    if not decomposition.empty:
+        parts.append(
+            "<h2>Where the dual head's gain comes from</h2><p>Each dual-head variant against "
+            "the single-head baseline (the paper's protocol), split into the head's part (the "
+            "second branch and its two losses: none (dual) - none) and the attention's part "
+            "(the variant - none (dual)); unadjusted 95% intervals.</p>"
+        )
+        parts.append(_table_html(decomposition_display(decomposition), sticky_first=True))
     parts.append("<h2>Per-class IoU (%)</h2>")
     parts.append(_table_html(per_class_display(per_class_table(df)), sticky_first=True))
     parts.append("<h2>Figures</h2>")

@@ -1,5 +1,5 @@
-"""Statistics over seeds: mean, sample std and n per group, and Δ vs a baseline with a 95 % CI,
-a p-value, its Holm correction and a verdict.
+"""Statistics over seeds: mean, sample std and n per group, and Δ vs the matched control with a
+95 % CI, a p-value, its correction for several comparisons and a verdict.
 
 Pure functions on DataFrames (one row per run, as `analysis.collect.collect` returns them).
 Within a group (the `GROUP` columns df has), Δ = mean(variant) - mean(baseline). A seed run
@@ -25,15 +25,24 @@ There is no bootstrap: with 2-5 values per arm a percentile bootstrap's interval
 of the t-interval's width and far below its stated coverage; a t-interval is exact for normal
 errors and honest (wide) with few seeds.
 
-`p_holm`: Holm's step-down correction of `p_value` over the variants compared with the same
-baseline within one group (the rows with a finite p): the k-th smallest of m p-values becomes
-max over j <= k of min(1, (m - j + 1) * p_(j)). It bounds the chance of any false "better" or
-"worse" among them at 1 - level.
+**The matched control.** Each row is compared with the baseline of its own head skeleton:
+"none" (the single head: one branch, one output, one loss) for a single-module variant, and
+"none (dual)" (the dual head with the identity in both slots: two branches, three outputs,
+three losses) for a dual-head variant such as DANet. So a Δ measures the attention alone, not
+a second head branch and two auxiliary losses with it (`decompose` splits DANet's gain over
+the single-head FCN, the paper's own contrast, into those two parts). A row whose control is
+missing from its group while the other skeleton's baseline is there gets no Δ and the verdict
+`no control` (method `no matched control`): add the control's runs. The controls themselves
+are `baseline` (single) and `control` (dual).
 
-`verdict`: "better" when p_holm < 1 - level and Δ > 0, "worse" when p_holm < 1 - level and
-Δ < 0, else "inconclusive" (n/a and no-baseline rows included); "baseline" for the baseline.
-A CI that includes 0 means p >= 1 - level (the interval and the test are the same t), so such
-a row is always inconclusive, whatever the correction.
+**Several comparisons at once.** p_value is each comparison's own; `p_bonferroni` = min(1,
+m p) over the m comparisons of the group with a p (Bonferroni), and `p_holm` Holm's step-down
+correction of the same p-values (kept in the CSV; never larger than Bonferroni's). The verdict
+is "better" when p_bonferroni < 1 - level and Δ > 0, "worse" when p_bonferroni < 1 - level and
+Δ < 0, else "inconclusive". sim_low and sim_high are the same t-interval at the level
+1 - (1 - level) / m: intervals that hold together for all m comparisons with probability at
+least `level`. Such an interval excludes 0 exactly when p_bonferroni < 1 - level, so the shown
+interval and the verdict always agree; ci_low and ci_high keep the unadjusted interval.
 
 `ci_includes_zero` is True when ci_low <= 0 <= ci_high (the difference is not resolved at
 that level), False when it excludes zero, and missing (NA) without an interval;
@@ -50,10 +59,11 @@ import pandas as pd
 from scipy import stats as _st
 
 BASELINE = "none"
+DUAL = " (dual)"  # a single-module variant run in the dual head: "none (dual)", "pam (dual)"
 GROUP = ("dataset", "setting", "backbone", "crop_size", "iterations", "numerics")
 LEVEL = 0.95
-METHODS = ("paired-t", "welch", "n/a", "baseline", "no baseline")
-VERDICTS = ("better", "worse", "inconclusive", "baseline")
+METHODS = ("paired-t", "welch", "n/a", "baseline", "control", "no matched control", "no baseline")
+VERDICTS = ("better", "worse", "inconclusive", "baseline", "control", "no control")
 
 
 def group_keys(df: pd.DataFrame, group: Sequence[str] = GROUP) -> list[str]:
@@ -112,26 +122,75 @@ def holm(pvalues: Sequence[float]) -> np.ndarray:
     return out
 
 
-def verdict(delta: float, p_holm: float, level: float = LEVEL) -> str:
-    """better / worse when the Holm-adjusted p is below 1 - level, else inconclusive."""
-    if not (np.isfinite(p_holm) and p_holm < 1 - level):
+def verdict(delta: float, p_adjusted: float, level: float = LEVEL) -> str:
+    """better / worse when the adjusted p is below 1 - level, else inconclusive."""
+    if not (np.isfinite(p_adjusted) and p_adjusted < 1 - level):
         return "inconclusive"
     if delta > 0:
         return "better"
     return "worse" if delta < 0 else "inconclusive"
 
 
-def _vs_baseline(
-    vals: pd.Series, base_vals: pd.Series, variant: str, baseline: str, level: float
-) -> dict:
-    """delta, ci_low, ci_high, ci_method, p_value of one variant row."""
-    nan = float("nan")
-    if variant == baseline:
-        return dict(delta=0.0, ci_low=nan, ci_high=nan, ci_method="baseline", p_value=nan)
-    if base_vals.empty or vals.empty:
-        return dict(delta=nan, ci_low=nan, ci_high=nan, ci_method="no baseline", p_value=nan)
-    d, lo, hi, p, method = delta_ci(vals, base_vals, level)
+def control_name(head: str, baseline: str = BASELINE) -> str:
+    """The matched control of a run with this head: the baseline with the same head skeleton
+    ("none" for the single head, "none (dual)" for the dual one)."""
+    return baseline + (DUAL if head == "dual" else "")
+
+
+def _arm(sub: pd.DataFrame, name: str, value: str) -> pd.Series:
+    runs = sub[sub["variant"] == name]
+    return runs.set_index("seed")[value].astype(float).dropna()
+
+
+def _compare(vals: pd.Series, control: pd.Series, level: float) -> dict:
+    """delta, ci_low, ci_high, ci_method, p_value of a row against its control."""
+    d, lo, hi, p, method = delta_ci(vals, control, level)
     return dict(delta=d, ci_low=lo, ci_high=hi, ci_method=method, p_value=p)
+
+
+def _row_vs_control(sub: pd.DataFrame, variant: str, vals: pd.Series, value: str,
+                    baseline: str, level: float) -> dict:  # fmt: skip
+    """The row's control and its comparison with it (module docstring)."""
+    nan = float("nan")
+    runs = sub[sub["variant"] == variant]
+    head = str(runs["head"].iloc[0]) if "head" in runs else "single"
+    control = control_name(head, baseline)
+    empty = dict(delta=nan, ci_low=nan, ci_high=nan, p_value=nan)
+    if variant == control:
+        return dict(vs="", **empty, ci_method="baseline" if head != "dual" else "control")
+    if "losses" in runs:  # the same losses too: the control's outputs are weighted alike
+        sub = sub[sub["losses"] == runs["losses"].iloc[0]]
+    control_vals = _arm(sub, control, value)
+    if control_vals.empty or vals.empty:
+        other = (sub["variant"] == baseline).any() or sub["variant"].str.startswith(
+            baseline + " (").any()
+        method = "no matched control" if other else "no baseline"
+        return dict(vs=control, **empty, ci_method=method)
+    return dict(vs=control, **_compare(vals, control_vals, level))
+
+
+def _adjust(group_rows: list[dict], vals_of: dict, controls: dict, level: float) -> None:
+    """Bonferroni- and Holm-adjusted p-values over the group's comparisons, the verdict from
+    the Bonferroni one and the simultaneous intervals at its level (module docstring)."""
+    tested = [r for r in group_rows if np.isfinite(r["p_value"])]
+    m = len(tested)
+    for row, p in zip(group_rows, holm([r["p_value"] for r in group_rows])):
+        row["p_holm"] = p
+        finite = np.isfinite(row["p_value"])
+        row["p_bonferroni"] = min(1.0, m * row["p_value"]) if finite else float("nan")
+        row["sim_low"] = row["sim_high"] = float("nan")
+        if np.isfinite(row["p_value"]):
+            simultaneous = 1 - (1 - level) / m
+            _, lo, hi, _, _ = delta_ci(vals_of[row["variant"]], controls[row["variant"]],
+                                       simultaneous)  # fmt: skip
+            row["sim_low"], row["sim_high"] = lo, hi
+        method = row["ci_method"]
+        if method in ("baseline", "control"):
+            row["verdict"] = method
+        elif method == "no matched control":
+            row["verdict"] = "no control"
+        else:
+            row["verdict"] = verdict(row["delta"], row["p_bonferroni"], level)
 
 
 def summarize(
@@ -142,17 +201,17 @@ def summarize(
     level: float = LEVEL,
 ) -> pd.DataFrame:
     """One row per group x variant: mean, std (sample, ddof=1; NaN for one run), n (runs),
-    seeds (sorted, comma-separated), delta (vs the baseline variant of the same group),
-    ci_low, ci_high, ci_halfwidth, ci_method (paired-t | welch | n/a | baseline | no baseline),
-    p_value, p_holm (Holm over the group's variants), verdict (better | worse | inconclusive |
-    baseline) and ci_includes_zero (boolean, NA without an interval). Values keep df's scale."""
+    seeds (sorted, comma-separated), vs (the matched control), delta (vs that control),
+    ci_low, ci_high, ci_halfwidth (unadjusted), ci_method (paired-t | welch | n/a | baseline |
+    control | no matched control | no baseline), p_value, p_holm, p_bonferroni, sim_low and
+    sim_high (the simultaneous interval at the Bonferroni level), verdict (better | worse |
+    inconclusive | baseline | control | no control) and ci_includes_zero (of the unadjusted
+    interval; NA without one). Values keep df's scale."""
     keys = group_keys(df, group)
     rows = []
     for gvals, sub in df.groupby(keys, sort=True, dropna=False) if keys else [((), df)]:
         gvals = gvals if isinstance(gvals, tuple) else (gvals,)
-        base = sub[sub["variant"] == baseline]
-        base_vals = base.set_index("seed")[value].astype(float).dropna()
-        group_rows = []
+        group_rows, vals_of, controls = [], {}, {}
         for variant, runs in sub.groupby("variant", sort=True):
             vals = runs.set_index("seed")[value].astype(float).dropna()
             row = dict(zip(keys, gvals))
@@ -163,13 +222,11 @@ def summarize(
                 n=int(len(vals)),
                 seeds=",".join(str(s) for s in sorted(vals.index.unique())),
             )
-            row.update(_vs_baseline(vals, base_vals, variant, baseline, level))
+            row.update(_row_vs_control(sub, variant, vals, value, baseline, level))
+            same = sub[sub["losses"] == runs["losses"].iloc[0]] if "losses" in sub else sub
+            vals_of[variant], controls[variant] = vals, _arm(same, row["vs"], value)
             group_rows.append(row)
-        for row, p in zip(group_rows, holm([r["p_value"] for r in group_rows])):
-            row["p_holm"] = p
-            row["verdict"] = (
-                "baseline" if row["ci_method"] == "baseline" else verdict(row["delta"], p, level)
-            )
+        _adjust(group_rows, vals_of, controls, level)
         rows += group_rows
     out = pd.DataFrame(rows)
     if out.empty:
@@ -181,3 +238,36 @@ def summarize(
         [bool(f) if h else pd.NA for f, h in zip(flag, has_ci)], dtype="boolean"
     )
     return out
+
+
+PARTS = ("paper protocol", "head", "attention")
+
+
+def decompose(df: pd.DataFrame, value: str = "miou", group: Sequence[str] = GROUP,
+              level: float = LEVEL) -> pd.DataFrame:  # fmt: skip
+    """What each part of a dual-head variant's gain over the single-head baseline comes from,
+    per group: `paper protocol` (the variant against the single-head baseline, as the DANet
+    paper's Table 1 compares), `head` (the dual head's second branch and its two losses: the
+    dual-head baseline against the single-head one) and `attention` (the variant against the
+    dual-head baseline, its matched control). Each a Δ with its unadjusted `level` interval
+    and p (paired where the seeds pair); the first is the sum of the other two when every arm
+    has the same seeds. One row per group x dual-head variant x part."""
+    keys = group_keys(df, group)
+    rows = []
+    single, dual = BASELINE, BASELINE + DUAL
+    for gvals, sub in df.groupby(keys, sort=True, dropna=False) if keys else [((), df)]:
+        gvals = gvals if isinstance(gvals, tuple) else (gvals,)
+        heads = sub.groupby("variant")["head"].first() if "head" in sub else pd.Series()
+        for variant in [v for v, h in heads.items() if h == "dual" and v != dual]:
+            arms = {"paper protocol": (variant, single), "head": (dual, single),
+                    "attention": (variant, dual)}  # fmt: skip
+            for part, (a, b) in arms.items():
+                x, y = _arm(sub, a, value), _arm(sub, b, value)
+                row = dict(zip(keys, gvals), variant=variant, part=part, contrast=f"{a} - {b}")
+                if x.empty or y.empty:
+                    nan = float("nan")
+                    row.update(delta=nan, ci_low=nan, ci_high=nan, p_value=nan, ci_method="absent")
+                else:
+                    row.update(_compare(x, y, level))
+                rows.append(row)
+    return pd.DataFrame(rows)

@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from analysis.collect import COST, collect, runs_read
-from analysis.stats import BASELINE, group_keys, mean_ci, summarize
+from analysis.stats import BASELINE, DUAL, decompose, group_keys, mean_ci, summarize
 from danet.utils import atomic_write_bytes, command_parser
 
 # group column -> the name users know from the mmsegmentation model zoo
@@ -32,7 +32,10 @@ ZOO_NAMES = {
     "setting": "Setting",
     "numerics": "Numerics",  # fp32, or the speed options that change the numbers
 }
-ABLATION_ORDER = ("none", "pam", "cam", "danet")  # the DANet paper's Table 1
+ABLATION_ORDER = ("none", "none (dual)", "pam", "cam", "danet")  # the paper's Table 1, controls
+# The Δ column's interval: simultaneous over the table's comparisons (Bonferroni), the level
+# its verdict uses, so an interval excluding 0 always sits next to better or worse
+DELTA = "Δ mIoU [95% sim. CI]"
 CONVENTION = (
     "GFLOPs = 2 x multiply-adds of one forward at the evaluation input (fvcore + handles, "
     "cross-checked by FlopCounterMode); memory: peak tensor memory of one training step "
@@ -45,7 +48,7 @@ CONVENTION = (
 def variant_order(df: pd.DataFrame, order: Sequence[str] = ()) -> list[str]:
     """The baseline first, then `order` (a grid's axis), Table 1's order, the rest by name."""
     present = set(df["variant"])
-    ordered = [BASELINE, *order, *ABLATION_ORDER, *sorted(present)]
+    ordered = [BASELINE, BASELINE + DUAL, *order, *ABLATION_ORDER, *sorted(present)]
     return [v for v in dict.fromkeys(ordered) if v in present]
 
 
@@ -90,12 +93,15 @@ def side(size) -> float:
 
 
 def main_table(
-    df: pd.DataFrame, order: Sequence[str] = (), baseline: str = BASELINE
-) -> pd.DataFrame:
+    df: pd.DataFrame, order: Sequence[str] = (), baseline: str = BASELINE,
+    latency: dict[tuple, dict] | None = None,
+) -> pd.DataFrame:  # fmt: skip
     """Numeric main table, one row per group x variant, mIoU in percent: the zoo-named group
     columns, mIoU (mean over seeds), its std and 95 % t-interval, n, seeds, Δ vs the
-    baseline with its 95 % CI, method, p, Holm's p and the verdict (analysis.stats),
-    [mIoU(ms+flip)], and the runs' measured cost (result.json `cost`, mean over the runs)."""
+    matched control with its intervals, method, p values and the verdict (analysis.stats),
+    [mIoU(ms+flip)], and the runs' measured cost (result.json `cost`, mean over the runs).
+    Latency and images/s come from `latency` (analysis.latency: side by side, keyed by group
+    values + variant); each run's own in-run latency is kept apart ("In-run latency (ms)")."""
     pct = df.assign(miou=100 * df["miou"])
     keys = group_keys(df)
     s = summarize(pct, "miou", baseline=baseline)
@@ -107,9 +113,11 @@ def main_table(
         "mIoU": s["mean"], "mIoU std": s["std"],
         "mIoU CI low": [c[1] for c in s["ci"]], "mIoU CI high": [c[2] for c in s["ci"]],
         "n": s["n"], "seeds": s["seeds"],
+        "vs": s["vs"],
         "Δ mIoU": s["delta"], "Δ CI low": s["ci_low"], "Δ CI high": s["ci_high"],
+        "Δ sim. low": s["sim_low"], "Δ sim. high": s["sim_high"],
         "CI method": s["ci_method"], "p": s["p_value"], "p (Holm)": s["p_holm"],
-        "Verdict": s["verdict"],
+        "p (Bonferroni)": s["p_bonferroni"], "Verdict": s["verdict"],
     })  # fmt: skip
     if "miou_msflip" in df and df["miou_msflip"].notna().any():
         ms = pct.assign(miou=100 * df["miou_msflip"]).groupby(keys + ["variant"], dropna=False)
@@ -120,9 +128,13 @@ def main_table(
         "GFLOPs": 2 * s["gmacs"], "Attn GFLOPs": 2 * s["gmacs_attention"],
         "Params (M)": s["params"] / 1e6, "Attn params (K)": s["params_attention"] / 1e3,
         "Mem (MB)": s["train_peak_mb"], "Attn mem (MB)": s["attention_peak_mb"],
-        "Latency (ms)": s["latency_ms"], "Images/s": s["images_per_s"],
-        "Train time (s)": s["train_time_s"],
+        "In-run latency (ms)": s["latency_ms"], "Train time (s)": s["train_time_s"],
     })  # fmt: skip
+    cells = [tuple(row) for row in s[keys + ["variant"]].itertuples(index=False)]
+    side = [(latency or {}).get(c, {}) for c in cells]
+    out["Latency (ms)"] = [m.get("median_ms", np.nan) for m in side]
+    out["Latency spread (ms)"] = [m.get("spread_ms", np.nan) for m in side]
+    out["Images/s"] = 1e3 / out["Latency (ms)"]
     return _order(out, variant_order(df, order))
 
 
@@ -180,28 +192,36 @@ def display_table(table: pd.DataFrame, compact: bool = False) -> pd.DataFrame:
     ]
     delta = [
         ""
-        if verdict == "baseline"
+        if verdict in ("baseline", "control")
         else (f"{d:+{f}} [{lo:+{f}}, {hi:+{f}}]" if lo == lo else _fmt(d, "+" + f))
         for d, lo, hi, verdict in zip(
-            table["Δ mIoU"], table["Δ CI low"], table["Δ CI high"], table["Verdict"]
+            table["Δ mIoU"], table["Δ sim. low"], table["Δ sim. high"], table["Verdict"]
         )
     ]
     verdict = table["Verdict"]
+    shown["vs"] = table["vs"].fillna("")
     if compact:
-        shown["Δ mIoU [95% CI]"] = [f"{d} {v}" if d else v for d, v in zip(delta, verdict)]
+        shown[DELTA] = [f"{d} {v}" if d else v for d, v in zip(delta, verdict)]
         columns = [("GFLOPs", ".3f"), ("Params (M)", ".3f"), ("Mem (MB)", ".1f")]
     else:
-        shown["Δ mIoU [95% CI]"] = delta
-        shown["test"] = table["CI method"].where(table["CI method"] != "baseline", "")
-        shown["p (Holm)"] = table["p (Holm)"].map(lambda x: _fmt(x, ".3f"))
+        shown[DELTA] = delta
+        shown["test"] = table["CI method"].where(
+            ~table["CI method"].isin(["baseline", "control"]), ""
+        )
+        shown["p (Bonf.)"] = table["p (Bonferroni)"].map(lambda x: _fmt(x, ".3f"))
         shown["verdict"] = verdict
         if "mIoU(ms+flip)" in table:
             shown["mIoU(ms+flip)"] = table["mIoU(ms+flip)"].map(_fmt)
         columns = [("GFLOPs", ".3f"), ("Attn GFLOPs", ".3f"), ("Params (M)", ".3f"),
                    ("Attn params (K)", ".1f"), ("Mem (MB)", ".1f"), ("Attn mem (MB)", ".1f"),
-                   ("Latency (ms)", ".1f")]  # fmt: skip
+                   ]  # fmt: skip
     for col, spec in columns:
         shown[col] = table[col].map(lambda x, s=spec: _fmt(x, s))
+    if not compact and table["Latency (ms)"].notna().any():  # measured side by side only
+        shown["Latency (ms)"] = [
+            f"{m:.2f} ± {s:.2f}" if m == m else ""
+            for m, s in zip(table["Latency (ms)"], table["Latency spread (ms)"])
+        ]
     return shown
 
 
@@ -235,30 +255,83 @@ def caption(table: pd.DataFrame, what: str) -> str:
     return f"{what}{'; ' + fixed if fixed else ''}."
 
 
-def write_tables(df: pd.DataFrame, out: Path, order: Sequence[str] = ()) -> dict[str, pd.DataFrame]:
-    """<out>/main.{md,csv}, <out>/main.tex (the compact table), <out>/per_class.{md,tex,csv};
-    returns the numeric tables."""
-    main = main_table(df, order)
+def decomposition_table(df: pd.DataFrame) -> pd.DataFrame:
+    """analysis.stats.decompose in percent, zoo-named group columns: for each dual-head
+    variant, its gain over the single-head baseline (paper protocol), the head's part and the
+    attention's part, each with its unadjusted 95 % interval and p."""
+    d = decompose(df.assign(miou=100 * df["miou"]))
+    if d.empty:
+        return d
+    out = pd.DataFrame({v: d[k] for k, v in ZOO_NAMES.items() if k in d})
+    return out.assign(**{
+        "Part": d["part"], "Contrast": d["contrast"], "Δ mIoU": d["delta"],
+        "CI low": d["ci_low"], "CI high": d["ci_high"], "CI method": d["ci_method"],
+        "p": d["p_value"],
+    })  # fmt: skip
+
+
+def decomposition_display(table: pd.DataFrame) -> pd.DataFrame:
+    fixed = constant_groups(table)
+    shown = table[[c for c in ZOO_NAMES.values() if c in table and c not in fixed]].astype(str)
+    shown["part"], shown["contrast"] = table["Part"], table["Contrast"]
+    shown["Δ mIoU [95% CI]"] = [
+        f"{d:+.2f} [{lo:+.2f}, {hi:+.2f}]" if lo == lo else _fmt(d, "+.2f")
+        for d, lo, hi in zip(table["Δ mIoU"], table["CI low"], table["CI high"])
+    ]
+    shown["test"] = table["CI method"]
+    shown["p"] = table["p"].map(lambda x: _fmt(x, ".3f"))
+    return shown
+
+
+def control_warnings(main: pd.DataFrame) -> list[str]:
+    """One line per row left without a verdict because its matched control is missing."""
+    rows = main[main["Verdict"] == "no control"]
+    return [
+        f"{m}: no verdict: its matched control '{vs}' (the same head, branches and losses "
+        f"without the attention) has no runs here; add them (e.g. model.variant: none with "
+        f"model.head: {'dual' if vs.endswith(DUAL) else 'single'})"
+        for m, vs in zip(rows["Method"], rows["vs"])
+    ]
+
+
+def write_tables(
+    df: pd.DataFrame, out: Path, order: Sequence[str] = (),
+    latency: dict[tuple, dict] | None = None, latency_note: str = "",
+) -> dict[str, pd.DataFrame]:  # fmt: skip
+    """<out>/main.{md,csv}, <out>/main.tex (the compact table), <out>/per_class.{md,tex,csv},
+    and <out>/decomposition.{md,tex,csv} when a dual-head variant ran; returns the numeric
+    tables."""
+    main = main_table(df, order, latency=latency)
     per_class = per_class_table(df)
+    parts = decomposition_table(df)
     n = f"n = {main['n'].min()}" + (f"-{main['n'].max()}" if main["n"].nunique() > 1 else "")
+    m = int(main["p"].notna().sum())
     what = (
         f"mIoU (\\%) over seeds ({n}): mean $\\pm$ half-width of its 95\\% t-interval; "
-        "$\\Delta$ vs none with its 95\\% CI and verdict (Holm-corrected); GFLOPs of one "
-        "forward; training peak memory"
+        "$\\Delta$ vs the matched control (the same head without the attention) with its "
+        f"simultaneous 95\\% interval over the {m} comparisons (Bonferroni) and verdict; "
+        "GFLOPs of one forward; training peak memory"
     )
     files = [
         ("main", main, display_table(main), display_table(main, compact=True), what),
         ("per_class", per_class, per_class_display(per_class), None, "IoU (\\%) per class"),
     ]
+    if not parts.empty:
+        files.append(("decomposition", parts, decomposition_display(parts), None,
+                      "Where the gain of a dual-head variant over the single-head baseline "
+                      "comes from: the head's second branch and losses, and the attention "
+                      "(unadjusted 95\\% intervals)"))  # fmt: skip
     for name, table, shown, tex_shown, text in files:
         atomic_write_bytes(out / f"{name}.csv", table.to_csv(index=False).encode())
         head = "; ".join(f"{k} {v}" for k, v in constant_groups(table).items())
+        if name == "main" and latency_note:
+            head = f"{head}\n\n{latency_note}" if head else latency_note
         md = (f"{head}\n\n" if head else "") + shown.to_markdown(index=False, disable_numparse=True)
         atomic_write_bytes(out / f"{name}.md", (md + "\n").encode())
         tex = to_latex(tex_shown if tex_shown is not None else shown, caption(table, text),
                        f"tab:{name}")  # fmt: skip
         atomic_write_bytes(out / f"{name}.tex", tex.encode())
-    return {"main": main, "per_class": per_class}
+    return {"main": main, "per_class": per_class, "decomposition": parts}
 
 
 def report_problems(problems: Sequence[str], prog: str) -> None:
@@ -280,7 +353,22 @@ def runs_parser(prog: str, doc: str | None, out: str) -> argparse.ArgumentParser
 
 
 def parser() -> argparse.ArgumentParser:
-    return runs_parser("danet tables", __doc__, "reports/tables")
+    ap = runs_parser("danet tables", __doc__, "reports/tables")
+    ap.add_argument(
+        "--latency", action="store_true",
+        help="measure every row's latency side by side in this process (analysis.latency), "
+        "unless this machine already has that measurement (a sweep's report makes it); "
+        "without it only an earlier one is shown",
+    )  # fmt: skip
+    return ap
+
+
+def side_by_side(df: pd.DataFrame, raw: dict[str, dict], run: bool) -> tuple[dict, str]:
+    """analysis.latency.table_latency for this table's rows, cached under the cache folder."""
+    from analysis.latency import table_latency
+    from danet.data.scene_cache import cache_dir
+
+    return table_latency(df, raw, group_keys(df), cache_dir() / "latency", run=run)
 
 
 def runs_command(ap: argparse.ArgumentParser, argv: list[str] | None):
@@ -300,8 +388,11 @@ def main(argv: list[str] | None = None) -> int:
     loaded = runs_command(parser(), argv)
     if loaded is None:
         return 1
-    args, df, problems, _ = loaded
-    write_tables(df, args.out)
+    args, df, problems, raw = loaded
+    latency, note = side_by_side(df, raw, args.latency)
+    tables = write_tables(df, args.out, latency=latency, latency_note=note)
+    for line in control_warnings(tables["main"]):
+        print(f"danet tables: warning: {line}", file=sys.stderr)
     runs = runs_read(len(df), problems)
     print(f"tables of {runs} in {args.out}/ (main, per_class: .md .tex .csv)")
     return 0

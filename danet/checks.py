@@ -15,6 +15,8 @@ from danet.engine.inference import MODES, resize_to
 from danet.errors import DanetError, unknown_choice
 from danet.models import BACKBONES
 from danet.models.head import head_branches
+from danet.models.segmentor import STRIDE
+from danet.models.shipped_weights import IMAGENET, shipped_file
 
 
 def check_config(cfg: C.Config) -> None:
@@ -62,10 +64,31 @@ def check_config(cfg: C.Config) -> None:
             f"'{cfg.model.variant}' has {outputs} outputs in this head (fused, then per branch)"
         )
     check_eval_config(cfg.eval)
+    check_frozen(cfg)
+    if cfg.model.pretrained == IMAGENET:
+        shipped_file(cfg.model.backbone)  # one line when this backbone has no shipped weights
     if cfg.train.device not in ("auto", "cpu") and not cfg.train.device.startswith("cuda"):
         raise DanetError(f"'train.device' must be auto, cpu or cuda[:N], got '{cfg.train.device}'")
     # the device may be absent where a sweep is submitted: fp16 is refused here on cpu only
     speed.check(cfg.train, "cpu" if cfg.train.device == "cpu" else None)
+
+
+def check_frozen(cfg: C.Config) -> None:
+    """The frozen-feature protocol trains on crops of cached stride-8 feature maps."""
+    if not cfg.model.freeze_backbone:
+        return
+    crop = pair(cfg.data.crop_size)
+    if any(c % STRIDE for c in crop):
+        raise DanetError(
+            f"'data.crop_size' {list(crop)} must be a multiple of {STRIDE} with "
+            "model.freeze_backbone=true (crops of the cached stride-8 features), e.g. "
+            f"{[STRIDE * max(1, c // STRIDE) for c in crop]}"
+        )
+    if not cfg.model.pretrained:
+        raise DanetError(
+            "model.freeze_backbone=true with model.pretrained empty would train a head on "
+            "random features; give model.pretrained=imagenet (effnet-lite*) or a weights file"
+        )
 
 
 def check_eval_config(ev: C.EvalConfig) -> None:

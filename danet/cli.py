@@ -232,24 +232,42 @@ class _Version(argparse.Action):
 def _report(runs: Path, out: Path, order: list[str] | None = None) -> None:
     """The sweep's tables and figures in `out`/, and its main table on stdout."""
     from analysis.plots import write_plots
-    from analysis.tables import constant_groups, display_table, load, write_tables
+    from analysis.tables import (
+        constant_groups,
+        control_warnings,
+        decomposition_display,
+        display_table,
+        load,
+        side_by_side,
+        write_tables,
+    )
 
-    df, problems, _ = load(runs)
+    df, problems, raw = load(runs)
     for p in problems:
         print(f"warning: {p}", file=sys.stderr)
     if df.empty:
         print(f"no finished runs under {runs}; no report written", file=sys.stderr)
         return
-    main = write_tables(df, out, order or [])["main"]
+    latency, note = side_by_side(df, raw, run=True)  # now that no run of the sweep trains
+    tables = write_tables(df, out, order or [], latency, note)
+    main, parts = tables["main"], tables["decomposition"]
     written, notes = write_plots(df, out)
     fixed = "; ".join(f"{k} {v}" for k, v in constant_groups(main).items())
     print(f"\n{fixed}\n" if fixed else "")
+    print(f"{note}\n" if note else "", end="")
     print(display_table(main).to_markdown(index=False, disable_numparse=True))
+    for line in control_warnings(main):
+        print(f"warning: {line}", file=sys.stderr)
+    if not parts.empty:
+        print("\nWhere the dual head's gain comes from (unadjusted 95% CIs):\n")
+        print(decomposition_display(parts).to_markdown(index=False, disable_numparse=True))
     for note in notes:
         if not note.startswith("scaling"):  # a figure of `danet profile`'s sizes, not of runs
             print(f"note: {note}", file=sys.stderr)
     figures = sorted({p.stem for p in written})
-    print(f"\nwrote {out}/: main.md .csv .tex, per_class.md .csv .tex; figures (.png .svg): "
+    decomposition = "" if parts.empty else ", decomposition.md .csv .tex"
+    print(f"\nwrote {out}/: main.md .csv .tex, per_class.md .csv .tex{decomposition}; "
+          "figures (.png .svg): "
           f"{', '.join(figures)}")  # fmt: skip
 
 

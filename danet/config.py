@@ -50,6 +50,9 @@ class ModelConfig:
     head_channels: int = 0  # 0: the backbone's default (DANet's rule: its channels // 4)
     pretrained: str = ""  # local weights file for the backbone; empty: from scratch
     multi_grid: tuple[int, ...] = ()  # layer4 dilations per block, e.g. (4, 8, 16); (): 2, 4, 4
+    # frozen-feature protocol: the backbone stays as loaded (eval mode, no gradients), its
+    # features of every image are computed once and cached; only the head trains (README)
+    freeze_backbone: bool = False
 
 
 @dataclass
@@ -308,7 +311,9 @@ def from_dict(d: dict[str, Any], source: str = "config") -> Config:
 
 # Keys added after run ids were first handed out, with their defaults: left out of a run's id
 # when at the default, so that the runs of an existing grid keep their folders.
-ADDED_LATER: dict[str, Any] = {"plugins": [], "data.ignore_index": 255, "eval.every": 0}
+ADDED_LATER: dict[str, Any] = {
+    "plugins": [], "data.ignore_index": 255, "eval.every": 0, "model.freeze_backbone": False,
+}
 
 
 def run_id(cfg: Config) -> str:
@@ -325,7 +330,8 @@ def run_id(cfg: Config) -> str:
         if section[leaf] == default:
             del section[leaf]
     digest = hashlib.sha1(json.dumps(d, sort_keys=True).encode()).hexdigest()[:8]
-    return f"{cfg.model.variant}-{cfg.model.backbone}-{cfg.data.name}-s{cfg.seed}-{digest}"
+    head = "" if cfg.model.head == "auto" else f"-{cfg.model.head}"  # none-dual: the control
+    return f"{cfg.model.variant}{head}-{cfg.model.backbone}-{cfg.data.name}-s{cfg.seed}-{digest}"
 
 
 def write_or_check(path: Path, cfg: Config) -> None:

@@ -33,6 +33,7 @@ from torch import nn
 import variants
 from danet import config as C
 from danet.engine import distributed, speed, step
+from danet.models.segmentor import STRIDE, HeadOnFeatures
 from danet.utils import atomic_write_json, device_name
 
 # fvcore's operator names (by_operator keys) that are multiply-add products
@@ -283,8 +284,14 @@ def _training_peak(
     optimizer = step.make_optimizer(net, cfg.train)
     scaler = speed.grad_scaler(cfg.train, device)
     gen = torch.Generator().manual_seed(0)
-    img = torch.randn(*shape, generator=gen).to(device)
     lab = torch.randint(0, num_classes, (shape[0], *shape[2:]), generator=gen).to(device)
+    if cfg.model.freeze_backbone:  # the step trains the head on cached stride-8 features
+        b, _, h, w = shape
+        img = torch.randn(b, net.backbone.out_channels, h // STRIDE, w // STRIDE, generator=gen)
+        img, lab = img.to(device), lab[:, : STRIDE * (h // STRIDE), : STRIDE * (w // STRIDE)]
+        net = HeadOnFeatures(net)
+    else:
+        img = torch.randn(*shape, generator=gen).to(device)
 
     def one_step() -> None:
         step.train_step(net, optimizer, scaler, (img, lab), cfg, -1, distributed.SINGLE, device)
@@ -348,6 +355,8 @@ def measure(
         "gflops_flopcounter": flops / 1e9,
         "rel_diff": flops / (2 * counts["macs"]) - 1 if counts["macs"] else math.nan,
         "train_input": list(shape),
+        # frozen: the training step is the head's alone, on cached features (model.freeze_backbone)
+        "backbone": "frozen" if cfg.model.freeze_backbone else "trained",
         "train_peak_mb": peak,
         "train_peak_without_attention_mb": bare,
         "attention_peak_mb": peak - bare,

@@ -26,7 +26,9 @@ from torch.utils.data import Dataset, Subset
 from danet import RESULT_SCHEMA, plugins
 from danet import config as C
 from danet.checks import check_config
-from danet.data import build_dataset
+from danet.data import build_dataset, feature_cache
+from danet.data.feature_cache import Entry
+from danet.data.frozen import FrozenTrainSet, evaluate_cached
 from danet.data.sampler import seed_from
 from danet.engine import checkpoint, cost, distributed, run_lock, speed, step
 from danet.engine.evaluate import evaluate, metrics_dict
@@ -35,6 +37,7 @@ from danet.engine.sinks import Sinks
 from danet.errors import DanetError
 from danet.models import Segmentor
 from danet.models.head import head_branches
+from danet.models.segmentor import HeadOnFeatures
 from danet.utils import (
     atomic_write_json,
     device_name,
@@ -58,6 +61,7 @@ class Run:
     model: Segmentor
     optimizer: torch.optim.Optimizer
     scaler: torch.amp.GradScaler
+    val_features: Entry | None = None  # model.freeze_backbone: the cached validation features
 
     @property
     def main(self) -> bool:
@@ -137,7 +141,26 @@ def setup(cfg: C.Config, run_dir: Path, info: distributed.DistInfo) -> Run:
     train_set = build_dataset(cfg.data, "train", cfg.seed)
     val_set = build_dataset(cfg.data, "val", cfg.seed)  # now: a bad file fails before training
     model, optimizer, scaler = step.build_model(cfg, len(train_set.classes), device, world)
-    return Run(cfg, run_dir, info, device, train_set, val_set, model, optimizer, scaler)
+    val_features = None
+    if cfg.model.freeze_backbone:
+        train_set, val_features = frozen_features(cfg, model, train_set, val_set)
+    return Run(cfg, run_dir, info, device, train_set, val_set, model, optimizer, scaler,
+               val_features)  # fmt: skip
+
+
+def frozen_features(
+    cfg: C.Config, model: Segmentor, train_set: Dataset, val_set: Dataset
+) -> tuple[FrozenTrainSet, Entry]:
+    """The frozen-feature protocol's training set (crops of cached features) and cached
+    validation features, built once per machine (danet.data.feature_cache)."""
+    plain = build_dataset(cfg.data, "train", cfg.seed, transform="eval")
+    roles = ("train", "train-mirror", "val") if cfg.data.flip else ("train", "val")
+    sources = {"train": plain, "train-mirror": plain, "val": val_set}
+    found = feature_cache.entries(model.backbone, cfg, roles, sources, train_set.ignore_index)
+    mirror = found.get("train-mirror")
+    return FrozenTrainSet(found["train"], mirror, cfg.data.crop_size, cfg.seed, train_set), found[
+        "val"
+    ]
 
 
 def restore(r: Run, state: dict | None, sinks: Sinks) -> float:
@@ -177,7 +200,7 @@ def train(
 ) -> float | None:  # fmt: skip
     """Iterations start..total; returns the training time, or None when stopped early."""
     cfg, info, total = r.cfg, r.info, r.cfg.train.iterations
-    net = r.model
+    net = HeadOnFeatures(r.model) if cfg.model.freeze_backbone else r.model
     if info.world_size > 1:
         ids = [r.device.index] if r.device.type == "cuda" else None
         net = torch.nn.parallel.DistributedDataParallel(r.model, device_ids=ids)
@@ -236,14 +259,22 @@ def evaluate_split(r: Run, modes: tuple[str, ...]) -> dict[str, dict]:
         shard = Subset(r.val_set, range(r.info.rank, len(r.val_set), world))
         shard.same_size = getattr(r.val_set, "same_size", False)
     cfg, classes = r.cfg, r.train_set.classes
-    cms = evaluate(
-        r.model, shard, len(classes), r.device, dataclasses.replace(cfg.eval, modes=modes),
-        cfg.data.crop_size, r.train_set.ignore_index, num_workers=cfg.data.num_workers,
-        amp=cfg.train.amp,
-    )  # fmt: skip
+    cached = r.val_features is not None and "whole" in modes  # frozen: cached features
+    rest = tuple(m for m in modes if not (cached and m == "whole"))
+    cms = {}
+    if cached:
+        mine = range(r.info.rank, len(r.val_features), world)
+        cms["whole"] = evaluate_cached(r.model, r.val_features, len(classes),
+                                       r.train_set.ignore_index, r.device, mine)  # fmt: skip
+    if rest:
+        cms.update(evaluate(
+            r.model, shard, len(classes), r.device, dataclasses.replace(cfg.eval, modes=rest),
+            cfg.data.crop_size, r.train_set.ignore_index, num_workers=cfg.data.num_workers,
+            amp=cfg.train.amp,
+        ))  # fmt: skip
     for cm in cms.values():
         distributed.all_sum(cm.mat, r.info)
-    return {mode: metrics_dict(cm, classes) for mode, cm in cms.items()}
+    return {mode: metrics_dict(cms[mode], classes) for mode in modes}
 
 
 def validate(r: Run, iteration: int, sinks: Sinks) -> None:
@@ -302,7 +333,10 @@ def record(
         "eval_mode": cfg.eval.modes[0], "eval": by_mode, "classes": list(r.train_set.classes),
         "params": sum(p.numel() for p in r.model.parameters()),
         "head_params": sum(p.numel() for p in r.model.head.parameters()),
-        "pretrained": pretrained_record(cfg.model.pretrained),
+        "pretrained": pretrained_record(r.model.backbone.weights_file),
+        "normalization": {"mean": list(r.model.backbone.mean), "std": list(r.model.backbone.std)},
+        "frozen_backbone": cfg.model.freeze_backbone,
+        "feature_cache": frozen_record(r),
         "plugins": plugins.record(cfg.plugins),  # your attention modules' files and sha256
         "world_size": world, "batch_per_process": cfg.train.batch_size // world,
         "sync_bn": world > 1 and cfg.train.sync_bn,
@@ -315,6 +349,16 @@ def record(
         "device": device_name(r.device), "threads": torch.get_num_threads(),
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }  # fmt: skip
+
+
+def frozen_record(r: Run) -> dict | None:
+    """Where the frozen-feature protocol's cached features came from; None when training the
+    backbone."""
+    if r.val_features is None:
+        return None
+    train = r.train_set
+    found = {"val": r.val_features, "train": train.plain, "train-mirror": train.mirror}
+    return {role: str(e.path) for role, e in found.items() if e is not None}
 
 
 def pretrained_record(path: str) -> dict | None:

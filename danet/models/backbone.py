@@ -172,6 +172,7 @@ class Backbone(nn.Module):
             pretrained = str(path)
         else:
             state = read_pretrained(pretrained) if pretrained else None
+        self.weights_file = pretrained  # the file the weights came from ("" from scratch)
         self.body = timm.create_model(spec.timm_name, **kwargs)
         if state is not None:
             load_pretrained(self.body, state, name, pretrained)
