@@ -15,7 +15,7 @@ import variants
 from danet.engine import cost
 
 FIXTURES = Path(__file__).parent / "fixtures" / "known_answers"
-NAMES = ("coord",)
+NAMES = ("coord", "triplet")
 # A known answer agrees to float64 round-off: the same operations, only grouped or ordered
 # differently (a pooled map instead of a permuted copy, x * r / 6 against x * (r / 6)).
 TOL = 1e-12
@@ -81,8 +81,11 @@ def test_deterministic_under_seed(name):
 
 def _macs(name: str, c: int, h: int, w: int) -> int:
     """The registry's cost formula of each variant, in integers."""
+    n = h * w
     if name == "coord":
         return 2 * (h + w) * c * max(8, c // 32)
+    if name == "triplet":  # three 7x7 convs, 2 -> 1 maps of C x W, H x C and H x W
+        return 2 * 49 * (c * (h + w) + n)
     raise KeyError(name)
 
 

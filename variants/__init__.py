@@ -32,6 +32,7 @@ from variants.emanet import EMAttention
 from variants.non_local import NonLocal
 from variants.sagan import SelfAttention
 from variants.timm_attention import CBAM, ECA, GC, SE
+from variants.triplet_attention import TripletAttention
 
 
 @dataclass(frozen=True)
@@ -212,6 +213,14 @@ register(
     attends="both (per row and per column)",
     cost="2 (H + W) C m, m = max(8, C/32)",
     paper="Hou et al., Coordinate Attention for Efficient Mobile Network Design, CVPR 2021",
+)
+register(
+    "triplet",
+    TripletAttention,
+    family="gating",
+    attends="both (three axis pairs)",
+    cost="2 k^2 (C (H + W) + N), k = 7",
+    paper="Misra et al., Rotate to Attend: Convolutional Triplet Attention Module, WACV 2021",
 )
 _BUILTIN_DONE = True
 
