@@ -15,7 +15,7 @@ import variants
 from danet.engine import cost
 
 FIXTURES = Path(__file__).parent / "fixtures" / "known_answers"
-NAMES = ("coord", "triplet")
+NAMES = ("coord", "triplet", "simam")
 # A known answer agrees to float64 round-off: the same operations, only grouped or ordered
 # differently (a pooled map instead of a permuted copy, x * r / 6 against x * (r / 6)).
 TOL = 1e-12
@@ -64,7 +64,9 @@ def test_gradients_reach_every_parameter(name):
     torch.manual_seed(0)
     m = variants.create(name, 16).double()
     x = torch.randn(2, 16, 5, 7, dtype=torch.float64)
+    x.requires_grad_()
     (m(x) * torch.randn_like(x)).sum().backward()
+    assert x.grad.abs().min() > 0  # every input value moves the loss (simam has no parameters)
     for key, p in m.named_parameters():
         assert p.grad is not None and p.grad.abs().sum() > 0, key
 
@@ -86,6 +88,8 @@ def _macs(name: str, c: int, h: int, w: int) -> int:
         return 2 * (h + w) * c * max(8, c // 32)
     if name == "triplet":  # three 7x7 convs, 2 -> 1 maps of C x W, H x C and H x W
         return 2 * 49 * (c * (h + w) + n)
+    if name == "simam":  # element-wise only
+        return 0
     raise KeyError(name)
 
 
@@ -106,3 +110,16 @@ def test_coord_is_timm_with_the_authors_widths():
     assert variants.create("coord", 64).conv1.out_channels == 8  # the floor of 8
     assert variants.create("coord", 64, rd_channels=4).conv1.out_channels == 4
     assert m.conv1.bias is not None and isinstance(m.act, torch.nn.Hardswish)
+
+
+def test_simam_is_the_energy_formula_and_finite_at_one_position():
+    """Paper eq. 5-6 and the authors' code; at 1x1 their H W - 1 = 0 gives NaN, ours the
+    variance 0 of a single value: x * sigmoid(1/2)."""
+    x = torch.randn(2, 8, 4, 5, dtype=torch.float64)
+    mu, var = x.mean((2, 3), keepdim=True), x.var((2, 3), keepdim=True)  # unbiased: / (N - 1)
+    e_inv = (x - mu) ** 2 / (4 * (var + 1e-3)) + 0.5
+    ours = variants.create("simam", 8, e_lambda=1e-3)
+    torch.testing.assert_close(ours(x), x * torch.sigmoid(e_inv), rtol=0, atol=TOL)
+    one = torch.randn(1, 8, 1, 1)
+    assert torch.equal(ours(one), one * torch.sigmoid(torch.tensor(0.5)))
+    assert list(ours.parameters()) == []

@@ -31,6 +31,7 @@ from variants.efficient_attention import EfficientAttention
 from variants.emanet import EMAttention
 from variants.non_local import NonLocal
 from variants.sagan import SelfAttention
+from variants.simam import SimAM
 from variants.timm_attention import CBAM, ECA, GC, SE
 from variants.triplet_attention import TripletAttention
 
@@ -221,6 +222,14 @@ register(
     attends="both (three axis pairs)",
     cost="2 k^2 (C (H + W) + N), k = 7",
     paper="Misra et al., Rotate to Attend: Convolutional Triplet Attention Module, WACV 2021",
+)
+register(
+    "simam",
+    SimAM,
+    family="gating (parameter-free)",
+    attends="positions (within each channel)",
+    cost="0 (element-wise only, about 10 N C operations)",
+    paper="Yang et al., SimAM: A Simple, Parameter-Free Attention Module for CNNs, ICML 2021",
 )
 _BUILTIN_DONE = True
 
