@@ -15,7 +15,7 @@ import variants
 from danet.engine import cost
 
 FIXTURES = Path(__file__).parent / "fixtures" / "known_answers"
-NAMES = ("coord", "triplet", "simam")
+NAMES = ("coord", "triplet", "simam", "external")
 # A known answer agrees to float64 round-off: the same operations, only grouped or ordered
 # differently (a pooled map instead of a permuted copy, x * r / 6 against x * (r / 6)).
 TOL = 1e-12
@@ -90,6 +90,8 @@ def _macs(name: str, c: int, h: int, w: int) -> int:
         return 2 * 49 * (c * (h + w) + n)
     if name == "simam":  # element-wise only
         return 0
+    if name == "external":  # two C x C convs, the S = 64 memory units in and out
+        return 2 * n * c * c + 2 * n * c * 64
     raise KeyError(name)
 
 
@@ -123,3 +125,15 @@ def test_simam_is_the_energy_formula_and_finite_at_one_position():
     one = torch.randn(1, 8, 1, 1)
     assert torch.equal(ours(one), one * torch.sigmoid(torch.tensor(0.5)))
     assert list(ours.parameters()) == []
+
+
+def test_external_starts_as_the_authors_init():
+    """M_v = M_k transposed, conv and memory weights N(0, 2 / C), BN weight 1 (not the
+    identity at init); M_k and M_v are two parameters (the paper's two memories)."""
+    torch.manual_seed(0)
+    m = variants.create("external", 256)
+    assert torch.equal(m.linear_0.weight[:, :, 0], m.linear_1.weight[:, :, 0].T)
+    assert m.linear_0.weight.data_ptr() != m.linear_1.weight.data_ptr()
+    for w in (m.conv1.weight, m.conv2[0].weight, m.linear_1.weight):
+        assert w.std().item() == pytest.approx((2 / 256) ** 0.5, rel=0.05)  # >= 16k samples
+    assert torch.equal(m.conv2[1].weight, torch.ones(256))

@@ -29,6 +29,7 @@ from variants.coord_attention import CoordAttention
 from variants.danet import CAM, PAM, DualAttention
 from variants.efficient_attention import EfficientAttention
 from variants.emanet import EMAttention
+from variants.external_attention import ExternalAttention
 from variants.non_local import NonLocal
 from variants.sagan import SelfAttention
 from variants.simam import SimAM
@@ -230,6 +231,15 @@ register(
     attends="positions (within each channel)",
     cost="0 (element-wise only, about 10 N C operations)",
     paper="Yang et al., SimAM: A Simple, Parameter-Free Attention Module for CNNs, ICML 2021",
+)
+register(
+    "external",
+    ExternalAttention,
+    family="external memory",
+    attends="positions (via S memory units)",
+    cost="2 N C^2 + 2 N C S, S = 64 units",
+    paper="Guo et al., Beyond Self-attention: External Attention using Two Linear Layers, "
+    "arXiv 2105.02358",
 )
 _BUILTIN_DONE = True
 
