@@ -15,7 +15,7 @@ import variants
 from danet.engine import cost
 
 FIXTURES = Path(__file__).parent / "fixtures" / "known_answers"
-NAMES = ("coord", "triplet", "simam", "external")
+NAMES = ("coord", "triplet", "simam", "external", "psa_p", "psa_s")
 # A known answer agrees to float64 round-off: the same operations, only grouped or ordered
 # differently (a pooled map instead of a permuted copy, x * r / 6 against x * (r / 6)).
 TOL = 1e-12
@@ -92,6 +92,13 @@ def _macs(name: str, c: int, h: int, w: int) -> int:
         return 0
     if name == "external":  # two C x C convs, the S = 64 memory units in and out
         return 2 * n * c * c + 2 * n * c * 64
+    half = c // 2
+    # 1x1 convs C -> 1 and three C -> C/2, two products over positions, then conv_up
+    shared = n * c + 3 * n * c * half + 2 * n * half
+    if name == "psa_p":  # conv_up: C/2 -> C
+        return shared + half * c
+    if name == "psa_s":  # conv_up: C/2 -> C/8 -> C
+        return shared + half * (half // 4) + (half // 4) * c
     raise KeyError(name)
 
 
@@ -137,3 +144,17 @@ def test_external_starts_as_the_authors_init():
     for w in (m.conv1.weight, m.conv2[0].weight, m.linear_1.weight):
         assert w.std().item() == pytest.approx((2 / 256) ** 0.5, rel=0.05)  # >= 16k samples
     assert torch.equal(m.conv2[1].weight, torch.ones(256))
+
+
+def test_psa_follows_the_authors_code():
+    """psa_p's spatial gate is the sigmoid of a softmax over positions (the authors' code; the
+    paper's softmax is over channels), so it lies in (sigmoid(0), sigmoid(1)); psa_s needs a
+    C/8-wide bottleneck."""
+    from danet.errors import DanetError
+
+    torch.manual_seed(0)
+    gate = variants.create("psa_p", 16).spatial_gate(torch.randn(2, 16, 5, 7))
+    assert gate.shape == (2, 1, 5, 7)
+    assert 0.5 < gate.min() and gate.max() < torch.sigmoid(torch.tensor(1.0))
+    with pytest.raises(DanetError, match="psa_s needs at least 8 channels"):
+        variants.create("psa_s", 4)

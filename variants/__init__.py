@@ -31,6 +31,7 @@ from variants.efficient_attention import EfficientAttention
 from variants.emanet import EMAttention
 from variants.external_attention import ExternalAttention
 from variants.non_local import NonLocal
+from variants.polarized_attention import PolarizedParallel, PolarizedSequential
 from variants.sagan import SelfAttention
 from variants.simam import SimAM
 from variants.timm_attention import CBAM, ECA, GC, SE
@@ -240,6 +241,23 @@ register(
     cost="2 N C^2 + 2 N C S, S = 64 units",
     paper="Guo et al., Beyond Self-attention: External Attention using Two Linear Layers, "
     "arXiv 2105.02358",
+)
+PSA = "Liu et al., Polarized Self-Attention: Towards High-quality Pixel-wise Regression, "
+register(
+    "psa_p",
+    PolarizedParallel,
+    family="polarized",
+    attends="both (a channel and a spatial gate, summed)",
+    cost="1.5 N C^2 + 2 N C + C^2/2",
+    paper=PSA + "arXiv 2107.00782 (parallel)",
+)
+register(
+    "psa_s",
+    PolarizedSequential,
+    family="polarized",
+    attends="both (a channel gate, then a spatial gate)",
+    cost="1.5 N C^2 + 2 N C + 3 C^2/16",
+    paper=PSA + "arXiv 2107.00782 (sequential)",
 )
 _BUILTIN_DONE = True
 
