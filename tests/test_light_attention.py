@@ -15,7 +15,8 @@ import variants
 from danet.engine import cost
 
 FIXTURES = Path(__file__).parent / "fixtures" / "known_answers"
-NAMES = ("coord", "triplet", "simam", "external", "psa_p", "psa_s")
+KNOWN = ("coord", "triplet", "simam", "external", "psa_p", "psa_s")  # the authors' numbers
+NAMES = (*KNOWN, "a2net")
 # A known answer agrees to float64 round-off: the same operations, only grouped or ordered
 # differently (a pooled map instead of a permuted copy, x * r / 6 against x * (r / 6)).
 TOL = 1e-12
@@ -34,7 +35,7 @@ def _theirs(name: str) -> tuple[torch.nn.Module, dict]:
     return m, known
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", KNOWN)
 def test_known_answer_of_the_authors_code(name):
     """Output (eval and training mode) and input gradient equal the authors' module's."""
     m, known = _theirs(name)
@@ -92,6 +93,9 @@ def _macs(name: str, c: int, h: int, w: int) -> int:
         return 0
     if name == "external":  # two C x C convs, the S = 64 memory units in and out
         return 2 * n * c * c + 2 * n * c * 64
+    if name == "a2net":  # convs C -> m, n, n and m -> C; two products of m x n per position
+        q = c // 4
+        return 2 * n * c * (q + q) + 2 * n * q * q
     half = c // 2
     # 1x1 convs C -> 1 and three C -> C/2, two products over positions, then conv_up
     shared = n * c + 3 * n * c * half + 2 * n * half
@@ -158,3 +162,52 @@ def test_psa_follows_the_authors_code():
     assert gate.min() > 0.5 and gate.max() < torch.sigmoid(torch.tensor(1.0))
     with pytest.raises(DanetError, match="psa_s needs at least 8 channels"):
         variants.create("psa_s", 4)
+
+
+def double_attention_paper(x, wa, ba, wb, bb, wv, bv, wo, bo):
+    """A²-Nets (Chen et al., NeurIPS 2018), section 3, written out at float64 with explicit
+    exponentials: A = phi(X), B = theta(X), V = rho(X) (1x1 convs);
+    G = A softmax_positions(B)^T (eq. 3), z_i = G softmax_descriptors(v_i) (eq. 4),
+    out = X + W_out Z + b_out."""
+    b, c, h, w = x.shape
+    X = x.reshape(b, c, h * w)
+    A = torch.einsum("mc,bcp->bmp", wa, X) + ba[:, None]
+    B = torch.einsum("nc,bcp->bnp", wb, X) + bb[:, None]
+    V = torch.einsum("nc,bcp->bnp", wv, X) + bv[:, None]
+    eb = torch.exp(B - B.amax(2, keepdim=True))
+    attention_maps = eb / eb.sum(2, keepdim=True)  # each map sums to 1 over the positions
+    ev = torch.exp(V - V.amax(1, keepdim=True))
+    attention_vectors = ev / ev.sum(1, keepdim=True)  # each v_i sums to 1 over the n
+    G = torch.einsum("bmp,bnp->bmn", A, attention_maps)  # g_j = sum_p A_p b_jp
+    Z = torch.einsum("bmn,bnp->bmp", G, attention_vectors)  # z_i = sum_j v_ij g_j
+    out = X + torch.einsum("cm,bmp->bcp", wo, Z) + bo[:, None]
+    return out.reshape(b, c, h, w)
+
+
+@pytest.mark.parametrize("shape", [(2, 16, 6, 7), (1, 12, 1, 1), (2, 20, 3, 11)])
+def test_a2net_is_the_papers_equations(shape):
+    """No official code exists (docs/model.md): the check is against the paper's equations,
+    forward and input gradient, to float64 round-off (the same sums, grouped differently)."""
+    torch.manual_seed(0)
+    m = variants.create("a2net", shape[1]).double()
+    for p in m.parameters():
+        torch.nn.init.normal_(p, std=0.5)
+    convs = (m.conv_a, m.conv_b, m.conv_v, m.conv_out)
+    weights = [t for conv in convs for t in (conv.weight[:, :, 0, 0].detach(), conv.bias.detach())]
+    x1 = torch.randn(shape, dtype=torch.float64, requires_grad=True)
+    x2 = x1.detach().clone().requires_grad_()
+    out, ref = m(x1), double_attention_paper(x2, *weights)
+    torch.testing.assert_close(out, ref, rtol=0, atol=TOL)
+    probe = torch.randn(shape, dtype=torch.float64)
+    (out * probe).sum().backward()
+    (ref * probe).sum().backward()
+    torch.testing.assert_close(x1.grad, x2.grad, rtol=0, atol=TOL)
+
+
+def test_a2net_gathers_before_distributing():
+    """The gather-first order costs O(N m n): no N x N product (fvcore's count has none)."""
+    m = variants.create("a2net", 64)
+    counts = cost.fvcore_counts(m, (torch.randn(1, 64, 24, 24),))
+    n = 24 * 24
+    assert counts["by_operator"]["bmm"] == 2 * n * 16 * 16  # m = n = 64 / 4
+    assert variants.create("a2net", 64, m_channels=8, n_channels=4).conv_v.out_channels == 4

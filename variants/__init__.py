@@ -27,6 +27,7 @@ from danet.plugins import loading
 from variants.ccnet import CrissCross
 from variants.coord_attention import CoordAttention
 from variants.danet import CAM, PAM, DualAttention
+from variants.double_attention import DoubleAttention
 from variants.efficient_attention import EfficientAttention
 from variants.emanet import EMAttention
 from variants.external_attention import ExternalAttention
@@ -258,6 +259,14 @@ register(
     attends="both (a channel gate, then a spatial gate)",
     cost="1.5 N C^2 + 2 N C + 3 C^2/16",
     paper=PSA + "arXiv 2107.00782 (sequential)",
+)
+register(
+    "a2net",
+    DoubleAttention,
+    family="double attention",
+    attends="positions (via n global descriptors)",
+    cost="2 N C (m + n) + 2 N m n, m = n = C/4 (1.125 N C^2)",
+    paper="Chen et al., A^2-Nets: Double Attention Networks, NeurIPS 2018",
 )
 _BUILTIN_DONE = True
 
