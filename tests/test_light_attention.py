@@ -37,7 +37,8 @@ def _theirs(name: str) -> tuple[torch.nn.Module, dict]:
 
 @pytest.mark.parametrize("name", KNOWN)
 def test_known_answer_of_the_authors_code(name):
-    """Output (eval and training mode) and input gradient equal the authors' module's."""
+    """Output (eval and training mode), input gradient and the BN statistics after a training
+    forward equal the authors' module's."""
     m, known = _theirs(name)
     assert "commit" in known["source"]
     with torch.no_grad():
@@ -47,6 +48,9 @@ def test_known_answer_of_the_authors_code(name):
     (out * known["probe"]).sum().backward()
     torch.testing.assert_close(out.detach(), known["output"], rtol=0, atol=TOL)
     torch.testing.assert_close(x.grad, known["grad_input"], rtol=0, atol=TOL)
+    after = dict(m.named_buffers())  # BN running statistics moved with the authors' momentum
+    for key, value in known["buffers_after"].items():
+        torch.testing.assert_close(after[key], value, rtol=0, atol=TOL, msg=key)
 
 
 @pytest.mark.parametrize("name", NAMES)
