@@ -215,3 +215,13 @@ def test_a2net_gathers_before_distributing():
     n = 24 * 24
     assert counts["by_operator"]["bmm"] == 2 * n * 16 * 16  # m = n = 64 / 4
     assert variants.create("a2net", 64, m_channels=8, n_channels=4).conv_v.out_channels == 4
+
+
+def test_triplet_without_the_spatial_branch():
+    """no_spatial (the authors' ablation): the mean of the (C, W) and (H, C) gated copies."""
+    torch.manual_seed(0)
+    m = variants.create("triplet", 16, no_spatial=True).eval()
+    assert not any(key.startswith("hw.") for key in m.state_dict())
+    x = torch.randn(2, 16, 5, 7)
+    expected = (x * m.cw(x) + x * m.hc(x)) / 2
+    torch.testing.assert_close(m(x), expected, rtol=1e-6, atol=1e-6)  # float32, reordered
