@@ -25,12 +25,18 @@ from danet.config import coerce, type_name
 from danet.errors import DanetError, did_you_mean, unknown_choice
 from danet.plugins import loading
 from variants.ccnet import CrissCross
+from variants.coord_attention import CoordAttention
 from variants.danet import CAM, PAM, DualAttention
+from variants.double_attention import DoubleAttention
 from variants.efficient_attention import EfficientAttention
 from variants.emanet import EMAttention
+from variants.external_attention import ExternalAttention
 from variants.non_local import NonLocal
+from variants.polarized_attention import PolarizedParallel, PolarizedSequential
 from variants.sagan import SelfAttention
+from variants.simam import SimAM
 from variants.timm_attention import CBAM, ECA, GC, SE
+from variants.triplet_attention import TripletAttention
 
 
 @dataclass(frozen=True)
@@ -203,6 +209,64 @@ register(
     attends="positions (via C/2 x C/2 context)",
     cost="2 N d_k d_v + 2.5 N C^2, d = C/2",
     paper="Shen et al., Efficient Attention: Attention with Linear Complexities, WACV 2021",
+)
+register(
+    "coord",
+    CoordAttention,
+    family="gating",
+    attends="both (per row and per column)",
+    cost="2 (H + W) C m, m = max(8, C/32)",
+    paper="Hou et al., Coordinate Attention for Efficient Mobile Network Design, CVPR 2021",
+)
+register(
+    "triplet",
+    TripletAttention,
+    family="gating",
+    attends="both (three axis pairs)",
+    cost="2 k^2 (C (H + W) + N), k = 7",
+    paper="Misra et al., Rotate to Attend: Convolutional Triplet Attention Module, WACV 2021",
+)
+register(
+    "simam",
+    SimAM,
+    family="gating (parameter-free)",
+    attends="positions (within each channel)",
+    cost="0 (element-wise only, about 10 N C operations)",
+    paper="Yang et al., SimAM: A Simple, Parameter-Free Attention Module for CNNs, ICML 2021",
+)
+register(
+    "external",
+    ExternalAttention,
+    family="external memory",
+    attends="positions (via S memory units)",
+    cost="2 N C^2 + 2 N C S, S = 64 units",
+    paper="Guo et al., Beyond Self-attention: External Attention using Two Linear Layers, "
+    "arXiv 2105.02358",
+)
+PSA = "Liu et al., Polarized Self-Attention: Towards High-quality Pixel-wise Regression, "
+register(
+    "psa_p",
+    PolarizedParallel,
+    family="polarized",
+    attends="both (a channel and a spatial gate, summed)",
+    cost="1.5 N C^2 + 2 N C + C^2/2",
+    paper=PSA + "arXiv 2107.00782 (parallel)",
+)
+register(
+    "psa_s",
+    PolarizedSequential,
+    family="polarized",
+    attends="both (a channel gate, then a spatial gate)",
+    cost="1.5 N C^2 + 2 N C + 3 C^2/16",
+    paper=PSA + "arXiv 2107.00782 (sequential)",
+)
+register(
+    "a2net",
+    DoubleAttention,
+    family="double attention",
+    attends="positions (via n global descriptors)",
+    cost="2 N C (m + n) + 2 N m n, m = n = C/4 (1.125 N C^2)",
+    paper="Chen et al., A^2-Nets: Double Attention Networks, NeurIPS 2018",
 )
 _BUILTIN_DONE = True
 
