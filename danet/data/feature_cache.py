@@ -56,6 +56,7 @@ class Entry:
     labels: np.ndarray
     sizes: np.ndarray
     path: Path
+    built: bool = False  # by this process (else read from the cache)
 
     def __len__(self) -> int:
         return len(self.sizes)
@@ -219,6 +220,8 @@ def entries(
                 if entry is None:
                     write_entry(path, fields, compute(backbone, cfg, role, datasets[role], ignore))
                     entry = read_entry(path, fields)
+                    if entry is not None:
+                        entry.built = True
                 if entry is None:
                     raise OSError(f"{path}: a feature cache entry just written reads back torn")
                 found[role] = entry

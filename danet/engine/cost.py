@@ -289,7 +289,7 @@ def _training_peak(
         b, _, h, w = shape
         img = torch.randn(b, net.backbone.out_channels, h // STRIDE, w // STRIDE, generator=gen)
         img, lab = img.to(device), lab[:, : STRIDE * (h // STRIDE), : STRIDE * (w // STRIDE)]
-        net = HeadOnFeatures(net)
+        net = HeadOnFeatures(net.head)  # what is in memory for the step, but the idle backbone
     else:
         img = torch.randn(*shape, generator=gen).to(device)
 

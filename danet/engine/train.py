@@ -200,7 +200,7 @@ def train(
 ) -> float | None:  # fmt: skip
     """Iterations start..total; returns the training time, or None when stopped early."""
     cfg, info, total = r.cfg, r.info, r.cfg.train.iterations
-    net = HeadOnFeatures(r.model) if cfg.model.freeze_backbone else r.model
+    net = HeadOnFeatures(r.model.head) if cfg.model.freeze_backbone else r.model
     if info.world_size > 1:
         ids = [r.device.index] if r.device.type == "cuda" else None
         net = torch.nn.parallel.DistributedDataParallel(r.model, device_ids=ids)
@@ -358,7 +358,9 @@ def frozen_record(r: Run) -> dict | None:
         return None
     train = r.train_set
     found = {"val": r.val_features, "train": train.plain, "train-mirror": train.mirror}
-    return {role: str(e.path) for role, e in found.items() if e is not None}
+    return {
+        role: {"path": str(e.path), "built": e.built} for role, e in found.items() if e is not None
+    }
 
 
 def pretrained_record(path: str) -> dict | None:

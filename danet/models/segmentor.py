@@ -55,14 +55,14 @@ class Segmentor(nn.Module):
 
 
 class HeadOnFeatures(nn.Module):
-    """What trains under the frozen-feature protocol: the model's head on cached backbone
+    """What trains under the frozen-feature protocol: a model's head on cached backbone
     features (B, C, h, w), its logits upsampled as the model does to the input the features
     came from, (STRIDE h, STRIDE w), the size of the label crop aligned with them."""
 
-    def __init__(self, model: Segmentor) -> None:
+    def __init__(self, head: DANetHead) -> None:
         super().__init__()
-        self.model = model
+        self.head = head
 
     def forward(self, features: torch.Tensor) -> list[torch.Tensor]:
         h, w = features.shape[-2:]
-        return upsample(self.model.head(features), (STRIDE * h, STRIDE * w))
+        return upsample(self.head(features), (STRIDE * h, STRIDE * w))
