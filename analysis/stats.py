@@ -156,8 +156,10 @@ def _row_vs_control(sub: pd.DataFrame, variant: str, vals: pd.Series, value: str
     head = str(runs["head"].iloc[0]) if "head" in runs else "single"
     control = control_name(head, baseline)
     empty = dict(delta=nan, ci_low=nan, ci_high=nan, p_value=nan)
+    if variant == control and head != "dual":
+        return dict(vs="", **{**empty, "delta": 0.0}, ci_method="baseline")
     if variant == control:
-        return dict(vs="", **empty, ci_method="baseline" if head != "dual" else "control")
+        return dict(vs="", **empty, ci_method="control")
     if "losses" in runs:  # the same losses too: the control's outputs are weighted alike
         sub = sub[sub["losses"] == runs["losses"].iloc[0]]
     control_vals = _arm(sub, control, value)

@@ -199,9 +199,11 @@ def display_table(table: pd.DataFrame, compact: bool = False) -> pd.DataFrame:
         )
     ]
     verdict = table["Verdict"]
-    shown["vs"] = table["vs"].fillna("")
-    if compact:
-        shown[DELTA] = [f"{d} {v}" if d else v for d, v in zip(delta, verdict)]
+    controls = table["vs"].fillna("")
+    if not compact or controls[controls != ""].nunique() > 1:  # else the caption names it
+        shown["vs"] = controls
+    if compact:  # narrower: the caption says the interval is simultaneous, on mIoU
+        shown["Δ [95% CI]"] = [f"{d} {v}" if d else v for d, v in zip(delta, verdict)]
         columns = [("GFLOPs", ".3f"), ("Params (M)", ".3f"), ("Mem (MB)", ".1f")]
     else:
         shown[DELTA] = delta
@@ -245,7 +247,7 @@ def to_latex(shown: pd.DataFrame, caption: str = "", label: str = "") -> str:
         hrules=True, caption=caption or None, label=label or None, column_format=align,
         position="t", position_float="centering",
     )  # fmt: skip
-    narrow = "\\footnotesize\n\\setlength{\\tabcolsep}{4pt}\n"  # fits a page's text width
+    narrow = "\\footnotesize\n\\setlength{\\tabcolsep}{3pt}\n"  # fits a page's text width
     tex = tex.replace("\\centering\n", "\\centering\n" + narrow, 1)
     return tex.replace("±", r"$\pm$").replace("Δ", r"$\Delta$")
 

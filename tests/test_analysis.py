@@ -26,6 +26,7 @@ import time
 from math import sqrt
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 from scipy import stats as st
@@ -288,9 +289,10 @@ def test_tables(fixture_dir, capsys):
     assert list(main.columns[:8]) == [*zoo, "mIoU"]
     assert set(main["Numerics"]) == {"fp32"}  # runs without a speed record: the defaults
     for col in ["mIoU", "mIoU std", "mIoU CI low", "mIoU CI high", "n", "Δ mIoU", "Δ CI low",
-                "Δ CI high", "CI method", "p", "p (Holm)", "Verdict", "mIoU(ms+flip)",
-                "GFLOPs", "Attn GFLOPs", "Params (M)", "Attn params (K)", "Mem (MB)",
-                "Attn mem (MB)", "Latency (ms)", "Images/s"]:  # fmt: skip
+                "Δ CI high", "Δ sim. low", "Δ sim. high", "vs", "CI method", "p", "p (Holm)",
+                "p (Bonferroni)", "Verdict", "mIoU(ms+flip)", "GFLOPs", "Attn GFLOPs",
+                "Params (M)", "Attn params (K)", "Mem (MB)", "Attn mem (MB)",
+                "In-run latency (ms)", "Latency (ms)", "Images/s"]:  # fmt: skip
         assert col in main.columns, col
     assert main["Method"].tolist() == ["none", "pam", "cam", "ccnet"]  # Table 1's order
     assert main["n"].sum() == 12
@@ -313,14 +315,23 @@ def test_tables(fixture_dir, capsys):
     assert m.loc["pam", "Attn params (K)"] == pytest.approx(2.08)
     assert m.loc["pam", "Params (M)"] == pytest.approx(1.003)
     assert m.loc["pam", "Mem (MB)"] == 130.0 and m.loc["pam", "Attn mem (MB)"] == 25.0
-    assert m.loc["pam", "Latency (ms)"] == 5.0 and m.loc["pam", "Images/s"] == 200.0
+    # the run's own latency is kept apart: it was taken while other runs trained
+    assert m.loc["pam", "In-run latency (ms)"] == 5.0 and np.isnan(m.loc["pam", "Latency (ms)"])
+    # the shown interval is simultaneous over the three comparisons (Bonferroni)
+    wider = st.t.ppf(1 - 0.05 / 6, 2) / st.t.ppf(0.975, 2)
+    assert m.loc["pam", "Δ sim. high"] - 11.0 == pytest.approx(wider * (13.48414 - 11.0))
+    assert m.loc["pam", "vs"] == "none" and m.loc["pam", "p (Bonferroni)"] == pytest.approx(
+        3 * m.loc["pam", "p"]
+    )
 
     md = (out / "main.md").read_text()
     # one value throughout: said once above the table, not in a column
     assert md.startswith("Backbone resnet50; Crop Size 64x64; Lr schd 100; Dataset synthetic")
-    assert "| Method " in md and "| Crop Size " not in md and "| Latency (ms) " in md
-    assert f"73.00 ± {half:.2f}" in md and "+11.00 [+8.52, +13.48]" in md
-    assert "+0.67 [-5.58, +6.92]" in md and "| inconclusive " in md
+    assert "| Method " in md and "| Crop Size " not in md and "| Latency (ms) " not in md
+    assert f"73.00 ± {half:.2f}" in md and "+11.00 [+6.58, +15.42]" in md
+    cam = m.loc["cam"]
+    assert f"+0.67 [{cam['Δ sim. low']:+.2f}, {cam['Δ sim. high']:+.2f}]" in md
+    assert cam["Δ sim. low"] < -5.58 and "| inconclusive " in md
     assert "| paired-t " in md and "| welch " in md  # the test of each row
     per = pd.read_csv(out / "per_class.csv").set_index("Method")
     assert per.loc["none", "road"] == pytest.approx(67.0)
@@ -342,11 +353,11 @@ def test_latex_table_is_compact_and_complete(fixture_dir):
     head = lines[lines.index(r"\toprule") + 1]
     columns = [c.strip() for c in head.removesuffix(r"\\").split("&")]
     # n is in the caption when every row has the same
-    assert columns == ["Method", "mIoU (\\%)", r"$\Delta$ mIoU [95\% CI]", "GFLOPs",
+    assert columns == ["Method", "mIoU (\\%)", r"$\Delta$ [95\% CI]", "GFLOPs",
                        "Params (M)", "Mem (MB)"]  # fmt: skip
     rows = lines[lines.index(r"\midrule") + 1 : lines.index(r"\bottomrule")]
     assert len(rows) == 4 and all(r.count("&") == len(columns) - 1 for r in rows)
-    assert rows[1].startswith(r"pam & 73.0 $\pm$ 7.5 & +11.0 [+8.5, +13.5] better & ")
+    assert rows[1].startswith(r"pam & 73.0 $\pm$ 7.5 & +11.0 [+6.6, +15.4] better & ")
     assert r"(n = 3)" in tex
     assert r"\caption{" in tex and r"\label{tab:main}" in tex
     assert "nan" not in tex and "_" not in tex.replace(r"\_", "")
@@ -407,7 +418,7 @@ def test_report_is_self_contained(report_html):
     for name in FIGURES:
         assert f"id='fig-{name}'" in text
     assert "src='http" not in text and "href=" not in text and "<link" not in text
-    assert "73.00 ± 7.45" in text and "+11.00 [+8.52, +13.48]" in text  # main table
+    assert "73.00 ± 7.45" in text and "+11.00 [+6.58, +15.42]" in text  # main table
     assert "road" in text and "67.0" in text  # per-class table
     assert "broken/torn/result.json" in text  # skipped files listed
     assert "model.variant" in text and "train.lr" in text  # varying and common config keys

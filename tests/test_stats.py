@@ -149,7 +149,7 @@ def test_holm_by_hand():
     assert out[0] == pytest.approx(0.02) and np.isnan(out[1]) and out[2] == pytest.approx(0.03)
 
 
-def test_the_verdict_uses_the_holm_adjusted_p():
+def test_the_verdict_uses_the_bonferroni_adjusted_p():
     # pam and cam each differ from none by a clear, consistent paired gap; sagan does not
     none = {0: 60.0, 1: 62.0, 2: 61.0}
     arms = {
@@ -160,16 +160,82 @@ def test_the_verdict_uses_the_holm_adjusted_p():
     }
     s = stats.summarize(_frame(arms)).set_index("variant")
     pam = s.loc["pam"]
-    assert pam["p_value"] < 0.05 <= pam["p_holm"]  # significant alone, not among three
+    assert pam["p_value"] < 0.05 <= pam["p_bonferroni"]  # significant alone, not among three
+    assert pam["p_bonferroni"] == pytest.approx(3 * pam["p_value"])
     assert pam["ci_low"] > 0 and not pam["ci_includes_zero"]  # the unadjusted CI excludes 0
+    assert pam["sim_low"] < 0 < pam["sim_high"]  # the simultaneous one, shown, does not
     assert pam["verdict"] == "inconclusive"
     p = s.loc[["pam", "cam", "sagan"], "p_value"].to_numpy()
     assert s.loc[["pam", "cam", "sagan"], "p_holm"].tolist() == pytest.approx(stats.holm(p))
-    assert s.loc["none", "verdict"] == "baseline" and np.isnan(s.loc["none", "p_holm"])
-    # alone with the baseline, the same numbers are "better"
+    assert s.loc["none", "verdict"] == "baseline" and np.isnan(s.loc["none", "p_bonferroni"])
+    # alone with the baseline, the same numbers are "better", the interval the unadjusted one
     alone = stats.summarize(_frame({"none": none, "pam": arms["pam"]})).set_index("variant")
-    assert alone.loc["pam", "p_holm"] == pytest.approx(pam["p_value"])
+    assert alone.loc["pam", "p_bonferroni"] == pytest.approx(pam["p_value"])
+    assert alone.loc["pam", ["sim_low", "sim_high"]].tolist() == pytest.approx(
+        alone.loc["pam", ["ci_low", "ci_high"]].tolist()
+    )
     assert alone.loc["pam", "verdict"] == "better"
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_the_shown_interval_agrees_with_the_verdict(seed):
+    """An interval that excludes 0 never sits next to `inconclusive`, nor one that includes 0
+    next to better or worse: both come from the same Bonferroni level."""
+    rng = np.random.default_rng(seed)
+    base = rng.normal(60, 1, 4)
+    arms = {"none": dict(enumerate(base))}
+    for v in ("pam", "cam", "sagan", "ccnet"):
+        arms[v] = dict(enumerate(base + rng.normal(rng.uniform(-3, 3), 1.5, 4)))
+    for _, row in stats.summarize(_frame(arms)).iterrows():
+        if row["variant"] == "none":
+            continue
+        excludes = row["sim_low"] > 0 or row["sim_high"] < 0
+        assert excludes == (row["verdict"] in ("better", "worse")), row.to_dict()
+
+
+def _headed(arms: dict[str, tuple[str, dict[int, float]]]) -> pd.DataFrame:
+    rows = [(v, head, s, x) for v, (head, runs) in arms.items() for s, x in runs.items()]
+    return pd.DataFrame(rows, columns=["variant", "head", "seed", "miou"]).assign(
+        dataset="synthetic"
+    )
+
+
+DUAL_ARMS = {
+    "none": ("single", {0: 60.0, 1: 61.0, 2: 60.5}),
+    "pam": ("single", {0: 70.0, 1: 71.5, 2: 70.2}),
+    "none (dual)": ("dual", {0: 63.0, 1: 63.5, 2: 64.0}),
+    "danet": ("dual", {0: 63.5, 1: 63.4, 2: 64.2}),
+}
+
+
+def test_a_dual_head_variant_is_compared_with_the_dual_head_baseline():
+    s = stats.summarize(_headed(DUAL_ARMS)).set_index("variant")
+    assert s.loc["danet", "vs"] == "none (dual)" and s.loc["pam", "vs"] == "none"
+    assert s.loc["danet", "delta"] == pytest.approx((0.5 - 0.1 + 0.2) / 3)
+    assert s.loc["danet", "verdict"] == "inconclusive"  # the head's gain is not the attention's
+    assert s.loc["none (dual)", "verdict"] == "control"
+    assert s.loc["none", "verdict"] == "baseline"
+    assert s.loc["pam", "p_bonferroni"] == pytest.approx(2 * s.loc["pam", "p_value"])
+
+
+def test_without_the_matched_control_there_is_no_verdict():
+    arms = {k: v for k, v in DUAL_ARMS.items() if k != "none (dual)"}
+    s = stats.summarize(_headed(arms)).set_index("variant")
+    danet = s.loc["danet"]
+    assert danet["verdict"] == "no control" and danet["ci_method"] == "no matched control"
+    assert np.isnan(danet["delta"]) and np.isnan(danet["p_value"])
+    assert s.loc["pam", "p_bonferroni"] == pytest.approx(s.loc["pam", "p_value"])  # m = 1
+
+
+def test_decomposition_splits_the_paper_protocol_gain():
+    d = stats.decompose(_headed(DUAL_ARMS)).set_index("part")
+    assert list(d.index) == list(stats.PARTS)
+    assert d.loc["paper protocol", "delta"] == pytest.approx(
+        d.loc["head", "delta"] + d.loc["attention", "delta"]  # the same seeds in every arm
+    )
+    assert d.loc["head", "contrast"] == "none (dual) - none"
+    assert d.loc["attention", "ci_method"] == "paired-t"
+    assert d.loc["head", "ci_low"] > 0  # the second branch and its losses gain here
 
 
 def test_worse_and_holm_within_each_group_only():
@@ -180,6 +246,9 @@ def test_worse_and_holm_within_each_group_only():
     assert s.loc[("a", "cam"), "p_holm"] == pytest.approx(s.loc[("a", "cam"), "p_value"])
     assert s.loc[("a", "cam"), "verdict"] == "worse"
     assert s.loc[("b", "cam"), "p_holm"] == pytest.approx(2 * s.loc[("b", "cam"), "p_value"])
+    assert s.loc[("b", "cam"), "p_bonferroni"] == pytest.approx(
+        2 * s.loc[("b", "cam"), "p_value"]
+    )
 
 
 def test_single_run_side_is_n_a_without_interval_or_p():
@@ -193,8 +262,9 @@ def test_single_run_side_is_n_a_without_interval_or_p():
 def test_columns_and_no_bootstrap_left():
     s = stats.summarize(_frame(ARMS))
     assert list(s.columns) == [
-        "dataset", "variant", "mean", "std", "n", "seeds", "delta", "ci_low", "ci_high",
-        "ci_halfwidth", "ci_method", "p_value", "p_holm", "verdict", "ci_includes_zero",
+        "dataset", "variant", "mean", "std", "n", "seeds", "vs", "delta", "ci_low", "ci_high",
+        "ci_halfwidth", "ci_method", "p_value", "p_holm", "p_bonferroni", "sim_low", "sim_high",
+        "verdict", "ci_includes_zero",
     ]  # fmt: skip
     assert set(s["ci_method"]) <= set(stats.METHODS)
     assert set(s["verdict"]) <= set(stats.VERDICTS)
