@@ -115,8 +115,10 @@ def load_grid(path: str | Path) -> Grid:
     return Grid(name, path, base, axes, launcher)
 
 
-def every_variant(base: dict[str, Any], path: Path) -> list[str]:
-    """`model.variant: all`: every registered variant, the grid's own plugins' included."""
+def every_variant(base: dict[str, Any], path: Path) -> list[Any]:
+    """`model.variant: all`: every registered variant, the grid's own plugins' included, and
+    the matched control of each head skeleton in use: `none` with the dual head when a
+    variant has two branches (DANet), as {model.variant: none, model.head: dual}."""
     import variants
     from danet import plugins
 
@@ -125,7 +127,11 @@ def every_variant(base: dict[str, Any], path: Path) -> list[str]:
         plugins.load(cfg.plugins)
     except DanetError as e:
         raise DanetError(f"{path}: {e}") from None
-    return variants.available()
+    names: list[Any] = variants.available()
+    if any(len(variants.info(n).branches) == 2 for n in names):
+        names = [{"model.variant": n} for n in names]
+        names.insert(1, {"model.variant": "none", "model.head": "dual"})
+    return names
 
 
 def launcher_overrides(items: list[str]) -> tuple[dict[str, Any], list[str]]:

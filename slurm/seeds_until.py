@@ -65,7 +65,8 @@ def seeds_needed(
     whether the interval excludes zero: a rule that stops once a result looks significant
     would make it look significant more often than the level says. Rows without a baseline
     in their group are left out: no number of seeds gives them an interval."""
-    rows = summary[(summary["variant"] != baseline) & (summary["ci_method"] != "no baseline")]
+    uncompared = ("baseline", "control", "no baseline", "no matched control")
+    rows = summary[(summary["variant"] != baseline) & ~summary["ci_method"].isin(uncompared)]
     n = rows["seeds"].map(lambda s: len(str(s).split(",")))
     wide = rows["ci_halfwidth"].isna() | (rows["ci_halfwidth"] > width)
     return rows[wide & (n < max_seeds)]
@@ -114,13 +115,15 @@ def added_runs(
     need: pd.DataFrame, df: pd.DataFrame, cells: dict[str, RunSpec], keys: list[str], baseline: str
 ) -> list[RunSpec]:
     """For each row of need, the next unused seed of that variant in that group, in every cell
-    of the variant and in every baseline cell of the group that lacks it (so pairs stay real)."""
+    of the variant and in every cell of its matched control (`vs`: the baseline with its head)
+    that lacks it, so pairs stay real."""
     new: dict[str, RunSpec] = {}
     for _, row in need.iterrows():
         group = df[(df[keys] == row[keys]).all(axis=1)] if keys else df
         mine = group[group["variant"] == row["variant"]]
         seed = next_seed({int(s) for s in mine["seed"]})
-        for cell, runs in group[group["variant"].isin([row["variant"], baseline])].groupby("cell"):
+        control = row.get("vs") or baseline
+        for cell, runs in group[group["variant"].isin([row["variant"], control])].groupby("cell"):
             if seed not in set(runs["seed"].astype(int)):
                 spec = with_seed(cells[cell], seed)
                 new[spec.run_id] = spec
@@ -133,7 +136,8 @@ def _widths(
     """'pam: half-width 7.31 > 2.0, n=3; cam: no interval yet, n=1' for the variants of summary
     (with the values of the group columns in `varying`, those that differ between groups)."""
     parts = []
-    for _, row in summary[summary["variant"] != baseline].iterrows():
+    compared = ~summary["ci_method"].isin(("baseline", "control"))
+    for _, row in summary[(summary["variant"] != baseline) & compared].iterrows():
         n = len(str(row["seeds"]).split(","))
         half = float(row["ci_halfwidth"])
         if math.isnan(half):
