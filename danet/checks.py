@@ -9,7 +9,7 @@ import variants
 from danet import config as C
 from danet import plugins
 from danet.data import check_data_config
-from danet.data.transforms import pair
+from danet.data.transforms import check_scale_mode, pair
 from danet.engine import speed
 from danet.engine.inference import MODES, resize_to
 from danet.errors import DanetError, unknown_choice
@@ -52,6 +52,7 @@ def check_config(cfg: C.Config) -> None:
         raise DanetError(
             f"'data.base_size' must be 0, a size, or (long, short); got {cfg.data.base_size}"
         )
+    check_scale_mode(cfg.data.scale_mode, cfg.data.base_size)
     lo, hi = cfg.data.scale_range
     if not 0 < lo <= hi:
         raise DanetError(

@@ -30,9 +30,12 @@ class DataConfig:
     train_size: int = 1600  # synthetic: images are generated on the fly from (seed, split, index)
     val_size: int = 200  # synthetic: validation images
     data_seed: int = 0  # synthetic: fixed across run seeds, so seeds vary only training
-    # training rescale reference: long side (official), or (long, short) as mmseg's keep-ratio
-    # scale; each is multiplied by a random factor in scale_range. 0: the image's own size
+    # training rescale reference, x a random factor in scale_range: one side (which one:
+    # scale_mode), or (long, short) as mmseg's keep-ratio scale. 0: the image's own size
     base_size: int | tuple[int, int] = 0
+    # whose random rescale: danet-v0.5.0 (short side, the paper's code) | danet-master (long
+    # side) | mmseg (keep-ratio) | auto: danet-master for a side, mmseg for (long, short)
+    scale_mode: str = "auto"
     crop_size: int | tuple[int, int] = 176  # one side, or (height, width)
     scale_range: tuple[float, float] = (0.9, 1.1)  # random rescale before the crop
     flip: bool = True  # random horizontal flip in training
@@ -313,6 +316,7 @@ def from_dict(d: dict[str, Any], source: str = "config") -> Config:
 # when at the default, so that the runs of an existing grid keep their folders.
 ADDED_LATER: dict[str, Any] = {
     "plugins": [], "data.ignore_index": 255, "eval.every": 0, "model.freeze_backbone": False,
+    "data.scale_mode": "auto",
 }
 
 

@@ -112,7 +112,7 @@ def test_configuration_table_has_every_key_with_its_default_and_comment():
         "| glibc: reuse freed blocks, do not refault them (exact) |"
     )
     row = next(line for line in table.splitlines() if "`data.base_size`" in line)
-    assert "| `int \\| tuple[int, int]` | `0` | training rescale reference: long side" in row
+    assert "| `int \\| tuple[int, int]` | `0` | training rescale reference, x a random" in row
 
 
 def test_field_comments_reads_trailing_then_leading_comments():

@@ -56,6 +56,18 @@ def danet(*args, cwd=None):
             "'train.loss_weights' has 1 weights; variant 'danet' has 3 outputs",
         ),
         (["train", "data.scale_range=[2, 1]"], "'data.scale_range' must be [low, high]"),
+        (
+            ["train", "data.scale_mode=danet-v0.5"],
+            "unknown data.scale_mode 'danet-v0.5' (did you mean 'danet-v0.5.0'?)",
+        ),
+        (
+            ["train", "data.scale_mode=mmseg", "data.base_size=1024"],
+            "'data.scale_mode' mmseg reads 'data.base_size' as [long, short], got 1024",
+        ),
+        (
+            ["train", "data.scale_mode=danet-v0.5.0", "data.base_size=[2048,1024]"],
+            "'data.scale_mode' danet-v0.5.0 reads 'data.base_size' as one side",
+        ),
         (["train", "lr0.1"], "override 'lr0.1' is not key=value"),
     ],
 )

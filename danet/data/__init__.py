@@ -69,6 +69,7 @@ class SyntheticDataset(Dataset):
                 gen,
                 self.ignore_index,
                 self.cfg.base_size,
+                self.cfg.scale_mode,
             )
         return normalize(img), lab
 

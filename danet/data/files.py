@@ -152,7 +152,7 @@ class FileDataset(Dataset):
             gen = torch.Generator().manual_seed(seed_from(self.seed, draw))
             img, lab = train_augment(
                 img, lab, self.cfg.crop_size, self.cfg.scale_range, self.cfg.flip, gen,
-                self.ignore_index, self.cfg.base_size,
+                self.ignore_index, self.cfg.base_size, self.cfg.scale_mode,
             )  # fmt: skip
         return normalize(img), lab
 
