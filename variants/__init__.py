@@ -24,10 +24,14 @@ from torch import nn
 from danet.config import coerce, type_name
 from danet.errors import DanetError, did_you_mean, unknown_choice
 from danet.plugins import loading
+from variants.ann import AsymmetricPyramidNonLocal
 from variants.ccnet import CrissCross
 from variants.danet import CAM, PAM, DualAttention
+from variants.dnl import DisentangledNonLocal
 from variants.efficient_attention import EfficientAttention
 from variants.emanet import EMAttention
+from variants.glore import GloRe
+from variants.isa import InterlacedSparseAttention
 from variants.non_local import NonLocal
 from variants.sagan import SelfAttention
 from variants.timm_attention import CBAM, ECA, GC, SE
@@ -204,6 +208,38 @@ register(
     cost="2 N d_k d_v + 2.5 N C^2, d = C/2",
     paper="Shen et al., Efficient Attention: Attention with Linear Complexities, WACV 2021",
 )
+register(
+    "isa",
+    InterlacedSparseAttention,
+    family="sparse self-attention",
+    attends="positions (interlaced groups, then blocks)",
+    cost="7 P C^2 + 2 N C^2 + 1.5 P C (P/64 + 64), P = N padded to whole 8x8 blocks",
+    paper="Huang et al., Interlaced Sparse Self-Attention for Semantic Segmentation, IJCV 2021",
+)
+register(
+    "dnl",
+    DisentangledNonLocal,
+    family="non-local",
+    attends="positions (whitened pairwise + unary)",
+    cost="1.5 N^2 C + 2 N C^2 + 2 N C",
+    paper="Yin et al., Disentangled Non-Local Neural Networks, ECCV 2020",
+)
+register(
+    "glore",
+    GloRe,
+    family="graph reasoning",
+    attends="positions (via C/4 graph nodes)",
+    cost="1.5 N C^2 + 3 C^3/32",
+    paper="Chen et al., Graph-Based Global Reasoning Networks, CVPR 2019",
+)
+register(
+    "ann",
+    AsymmetricPyramidNonLocal,
+    family="non-local",
+    attends="positions (110 pyramid-pooled anchors)",
+    cost="3.5 N C^2 + 110 N C",
+    paper="Zhu et al., Asymmetric Non-local Neural Networks for Semantic Segmentation, ICCV 2019",
+)
 _BUILTIN_DONE = True
 
 
@@ -244,6 +280,7 @@ RANGES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "value_channels": (lambda v: v >= 0, "0 (half the input channels) or a positive integer"),
     "momentum": (lambda v: 0 <= v <= 1, "a number in [0, 1]"),  # EMA's moving average of bases
     "beta": (math.isfinite, "a finite number"),  # ECA's offset in its kernel-size formula
+    "dropout": (lambda v: 0 <= v < 1, "a number in [0, 1)"),  # ISA's and ANN's Dropout2d
 }
 def _option_types(name: str) -> dict[str, Any]:
     """Option -> its type: the constructor's annotation, else its default's type (Any)."""
