@@ -18,7 +18,7 @@ import torch
 import variants
 
 FIXTURES = Path(__file__).parent / "fixtures" / "known_answers"
-MODULES = ["isa", "dnl", "glore", "ann"]
+MODULES = ["isa", "dnl", "glore", "ann", "ham"]
 # Parameters whose gradient is exactly zero in exact arithmetic, and why:
 ZERO_GRAD = {
     # whitening subtracts each channel's mean over positions, which removes any bias; a

@@ -31,6 +31,7 @@ from variants.dnl import DisentangledNonLocal
 from variants.efficient_attention import EfficientAttention
 from variants.emanet import EMAttention
 from variants.glore import GloRe
+from variants.ham import Hamburger
 from variants.isa import InterlacedSparseAttention
 from variants.non_local import NonLocal
 from variants.sagan import SelfAttention
@@ -239,6 +240,14 @@ register(
     attends="positions (110 pyramid-pooled anchors)",
     cost="3.5 N C^2 + 110 N C",
     paper="Zhu et al., Asymmetric Non-local Neural Networks for Semantic Segmentation, ICCV 2019",
+)
+register(
+    "ham",
+    Hamburger,
+    family="matrix decomposition",
+    attends="positions (via R = 64 NMF bases)",
+    cost="(2T + 3) N C R + (2T + 1) R^2 (N + C) + 2 N C^2, R = 64, T = 7 steps (6 in training)",
+    paper="Geng et al., Is Attention Better Than Matrix Decomposition?, ICLR 2021",
 )
 _BUILTIN_DONE = True
 
