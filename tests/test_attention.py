@@ -115,7 +115,9 @@ def test_official_cam_differs_from_paper_form():
 
 
 # Residual modules whose residual branch starts at zero (gamma or a zero-initialised last BN)
-IDENTITY_AT_INIT = {"none", "pam", "cam", "sagan", "nonlocal", "ccnet", "gc", "ema", "glore"}
+IDENTITY_AT_INIT = {
+    "none", "pam", "cam", "sagan", "nonlocal", "ccnet", "gc", "ema", "glore", "axial"
+}
 
 
 @pytest.mark.parametrize("name", variants.available())

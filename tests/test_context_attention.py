@@ -18,7 +18,7 @@ import torch
 import variants
 
 FIXTURES = Path(__file__).parent / "fixtures" / "known_answers"
-MODULES = ["isa", "dnl", "glore", "ann", "ham"]
+MODULES = ["isa", "dnl", "glore", "ann", "ham", "axial"]
 # Parameters whose gradient is exactly zero in exact arithmetic, and why:
 ZERO_GRAD = {
     # whitening subtracts each channel's mean over positions, which removes any bias; a
@@ -28,6 +28,14 @@ ZERO_GRAD = {
     # W's biases add a constant per channel to the context (the attention weights sum to 1),
     # which passes linearly through the fuse conv to its training-mode BN: removed likewise
     "ann": {"f_key.0.bias", "fuse.0.bias", "f_value.bias", "W.bias"},
+    # the similarity BN's shift adds one constant per head to a whole row of logits: the
+    # softmax over that row removes it; the height pass's output shift reaches the width pass's
+    # qkv BN through a linear conv only, and that training-mode BN's batch mean removes it
+    "axial": {
+        "height_block.bn_similarity.bias",
+        "width_block.bn_similarity.bias",
+        "height_block.bn_output.bias",
+    },
 }
 
 
@@ -112,3 +120,22 @@ def test_deterministic_under_a_seed(name):
         torch.manual_seed(4)
         outs.append(module(x))
     assert torch.equal(*outs)
+
+
+def test_axial_relative_positions_follow_the_feature_map():
+    """On axes no longer than the span the block is the authors' module sized to the map: a
+    table of span 6 (11 offsets) and one of span 9 whose central 11 offsets are the same give
+    equal outputs on a 6 x 5 input; an axis longer than the span still runs (clipped offsets)."""
+    torch.manual_seed(0)
+    big = variants.create("axial", 32, span=9).double().eval()
+    small = variants.create("axial", 32, span=6).double().eval()
+    state = big.state_dict()
+    for key in ("height_block.relative", "width_block.relative"):
+        state[key] = state[key][:, 3:14]
+    small.load_state_dict(state)
+    with torch.no_grad():
+        for p in (big.bn2.weight, small.bn2.weight):
+            p.fill_(1.0)  # wake the residual branch
+        x = torch.relu(torch.randn(2, 32, 6, 5, dtype=torch.float64))
+        assert (big(x) - small(x)).abs().max() < 1e-12
+        assert small(torch.randn(1, 32, 13, 2, dtype=torch.float64)).shape == (1, 32, 13, 2)

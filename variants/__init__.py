@@ -25,6 +25,7 @@ from danet.config import coerce, type_name
 from danet.errors import DanetError, did_you_mean, unknown_choice
 from danet.plugins import loading
 from variants.ann import AsymmetricPyramidNonLocal
+from variants.axial import AxialBlock
 from variants.ccnet import CrissCross
 from variants.danet import CAM, PAM, DualAttention
 from variants.dnl import DisentangledNonLocal
@@ -248,6 +249,15 @@ register(
     attends="positions (via R = 64 NMF bases)",
     cost="(2T + 3) N C R + (2T + 1) R^2 (N + C) + 2 N C^2, R = 64, T = 7 steps (6 in training)",
     paper="Geng et al., Is Attention Better Than Matrix Decomposition?, ICLR 2021",
+)
+register(
+    "axial",
+    AxialBlock,
+    family="axial attention",
+    attends="positions (column, then row)",
+    cost="2 N C^2 + 1.75 N C (H + W)",
+    paper="Wang et al., Axial-DeepLab: Stand-Alone Axial-Attention for Panoptic Segmentation, "
+    "ECCV 2020",
 )
 _BUILTIN_DONE = True
 
