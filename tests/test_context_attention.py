@@ -16,6 +16,7 @@ import pytest
 import torch
 
 import variants
+from danet.engine import cost
 
 FIXTURES = Path(__file__).parent / "fixtures" / "known_answers"
 MODULES = ["isa", "dnl", "glore", "ann", "ham", "axial"]
@@ -139,3 +140,34 @@ def test_axial_relative_positions_follow_the_feature_map():
         x = torch.relu(torch.randn(2, 32, 6, 5, dtype=torch.float64))
         assert (big(x) - small(x)).abs().max() < 1e-12
         assert small(torch.randn(1, 32, 13, 2, dtype=torch.float64)).shape == (1, 32, 13, 2)
+
+
+def _padded(size: int, factor: int = 8) -> int:
+    return -(-size // factor) * factor
+
+
+# The registry's cost strings (multiply-adds) written out: n = H W, c = C, at the defaults
+FORMULAS = {
+    "isa": lambda n, c, h, w: (
+        7 * (p := _padded(h) * _padded(w)) * c * c + 2 * n * c * c + 1.5 * p * c * (p / 64 + 64)
+    ),
+    "dnl": lambda n, c, h, w: 1.5 * n * n * c + 2 * n * c * c + 2 * n * c,
+    "glore": lambda n, c, h, w: 1.5 * n * c * c + 3 * c**3 / 32,
+    "ann": lambda n, c, h, w: 3.5 * n * c * c + 110 * n * c,
+    "ham": lambda n, c, h, w: 17 * n * c * 64 + 15 * 64**2 * (n + c) + 2 * n * c * c,  # T = 7
+    "axial": lambda n, c, h, w: 2 * n * c * c + 1.75 * n * c * (h + w),
+}
+
+
+@pytest.mark.parametrize("name", MODULES)
+def test_cost_formula_is_what_both_counters_count(name):
+    """fvcore (+ the project's handles) and FlopCounterMode (2 per multiply-add) both count
+    exactly the registry's formula: every product of the module is seen by both."""
+    c, h, w = 64, 12, 10
+    module = variants.create(name, c).eval()  # eval: ham runs its 7 evaluation steps
+    x = torch.relu(torch.randn(1, c, h, w))
+    torch.manual_seed(0)
+    macs = cost.count_macs(module, x)
+    torch.manual_seed(0)
+    flops = cost.flopcounter_flops(module, x)
+    assert macs == flops / 2 == FORMULAS[name](h * w, c, h, w)

@@ -15,8 +15,8 @@ isa.pt holds their output and input gradient. Caveats:
 - A size not divisible by the factor is zero-padded (the excess split between both sides, as
   the authors do) and the padded positions take part in attention as keys, as there; the
   output is cropped back. At 1 x 1 the map is padded to 8 x 8.
-- Not residual: it starts as conv+BN+ReLU of [x, 0-ish context], not the identity. `dropout`
-  (after the last ReLU) is the authors' ISANet value 0.05.
+- Not residual: the output is conv + BN + ReLU of [x, context], not the identity at start.
+  `dropout` (after the last ReLU) is the authors' ISANet value 0.05.
 """
 
 from __future__ import annotations
