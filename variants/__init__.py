@@ -24,13 +24,19 @@ from torch import nn
 from danet.config import coerce, type_name
 from danet.errors import DanetError, did_you_mean, unknown_choice
 from danet.plugins import loading
+from variants.ann import AsymmetricPyramidNonLocal
+from variants.axial import AxialBlock
 from variants.ccnet import CrissCross
 from variants.coord_attention import CoordAttention
 from variants.danet import CAM, PAM, DualAttention
+from variants.dnl import DisentangledNonLocal
 from variants.double_attention import DoubleAttention
 from variants.efficient_attention import EfficientAttention
 from variants.emanet import EMAttention
 from variants.external_attention import ExternalAttention
+from variants.glore import GloRe
+from variants.ham import Hamburger
+from variants.isa import InterlacedSparseAttention
 from variants.non_local import NonLocal
 from variants.polarized_attention import PolarizedParallel, PolarizedSequential
 from variants.sagan import SelfAttention
@@ -268,6 +274,55 @@ register(
     cost="2 N C (m + n) + 2 N m n, m = n = C/4 (1.125 N C^2)",
     paper="Chen et al., A^2-Nets: Double Attention Networks, NeurIPS 2018",
 )
+register(
+    "isa",
+    InterlacedSparseAttention,
+    family="sparse self-attention",
+    attends="positions (interlaced groups, then blocks)",
+    cost="7 P C^2 + 2 N C^2 + 1.5 P C (P/64 + 64), P = N padded to whole 8x8 blocks",
+    paper="Huang et al., Interlaced Sparse Self-Attention for Semantic Segmentation, IJCV 2021",
+)
+register(
+    "dnl",
+    DisentangledNonLocal,
+    family="non-local",
+    attends="positions (whitened pairwise + unary)",
+    cost="1.5 N^2 C + 2 N C^2 + 2 N C",
+    paper="Yin et al., Disentangled Non-Local Neural Networks, ECCV 2020",
+)
+register(
+    "glore",
+    GloRe,
+    family="graph reasoning",
+    attends="positions (via C/4 graph nodes)",
+    cost="1.5 N C^2 + 3 C^3/32",
+    paper="Chen et al., Graph-Based Global Reasoning Networks, CVPR 2019",
+)
+register(
+    "ann",
+    AsymmetricPyramidNonLocal,
+    family="non-local",
+    attends="positions (110 pyramid-pooled anchors)",
+    cost="3.5 N C^2 + 110 N C",
+    paper="Zhu et al., Asymmetric Non-local Neural Networks for Semantic Segmentation, ICCV 2019",
+)
+register(
+    "ham",
+    Hamburger,
+    family="matrix decomposition",
+    attends="positions (via R = 64 NMF bases)",
+    cost="(2T + 3) N C R + (2T + 1) R^2 (N + C) + 2 N C^2, R = 64, T = 7 steps (6 in training)",
+    paper="Geng et al., Is Attention Better Than Matrix Decomposition?, ICLR 2021",
+)
+register(
+    "axial",
+    AxialBlock,
+    family="axial attention",
+    attends="positions (column, then row)",
+    cost="2 N C^2 + 1.75 N C (H + W)",
+    paper="Wang et al., Axial-DeepLab: Stand-Alone Axial-Attention for Panoptic Segmentation, "
+    "ECCV 2020",
+)
 _BUILTIN_DONE = True
 
 
@@ -308,6 +363,7 @@ RANGES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "value_channels": (lambda v: v >= 0, "0 (half the input channels) or a positive integer"),
     "momentum": (lambda v: 0 <= v <= 1, "a number in [0, 1]"),  # EMA's moving average of bases
     "beta": (math.isfinite, "a finite number"),  # ECA's offset in its kernel-size formula
+    "dropout": (lambda v: 0 <= v < 1, "a number in [0, 1)"),  # ISA's and ANN's Dropout2d
 }
 def _option_types(name: str) -> dict[str, Any]:
     """Option -> its type: the constructor's annotation, else its default's type (Any)."""
