@@ -162,6 +162,11 @@ def per_class_table(df: pd.DataFrame) -> pd.DataFrame:
     return _order(table[front + [c.removeprefix("iou/") for c in cols]], variant_order(df))
 
 
+def p_value(p: float) -> str:
+    """A p-value to three decimals, '<0.001' below that (0.000 would claim certainty)."""
+    return "" if p != p else ("<0.001" if p < 0.001 else f"{p:.3f}")
+
+
 def _fmt(x, spec: str = ".2f") -> str:
     return "" if x is None or x is pd.NA or (isinstance(x, float) and x != x) else format(x, spec)
 
@@ -210,7 +215,7 @@ def display_table(table: pd.DataFrame, compact: bool = False) -> pd.DataFrame:
         shown["test"] = table["CI method"].where(
             ~table["CI method"].isin(["baseline", "control"]), ""
         )
-        shown["p (Bonf.)"] = table["p (Bonferroni)"].map(lambda x: _fmt(x, ".3f"))
+        shown["p (Bonf.)"] = table["p (Bonferroni)"].map(p_value)
         shown["verdict"] = verdict
         if "mIoU(ms+flip)" in table:
             shown["mIoU(ms+flip)"] = table["mIoU(ms+flip)"].map(_fmt)
@@ -281,7 +286,7 @@ def decomposition_display(table: pd.DataFrame) -> pd.DataFrame:
         for d, lo, hi in zip(table["Δ mIoU"], table["CI low"], table["CI high"])
     ]
     shown["test"] = table["CI method"]
-    shown["p"] = table["p"].map(lambda x: _fmt(x, ".3f"))
+    shown["p"] = table["p"].map(p_value)
     return shown
 
 

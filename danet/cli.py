@@ -254,7 +254,8 @@ def _report(runs: Path, out: Path, order: list[str] | None = None) -> None:
     written, notes = write_plots(df, out)
     fixed = "; ".join(f"{k} {v}" for k, v in constant_groups(main).items())
     print(f"\n{fixed}\n" if fixed else "")
-    print(f"{note}\n" if note else "", end="")
+    if note:
+        print(f"{note}\n")
     print(display_table(main).to_markdown(index=False, disable_numparse=True))
     for line in control_warnings(main):
         print(f"warning: {line}", file=sys.stderr)

@@ -62,21 +62,28 @@ class FrozenTrainSet(Dataset):
 @torch.inference_mode()
 def evaluate_cached(
     model: nn.Module, entry: Entry, num_classes: int, ignore_index: int, device: torch.device,
-    indices: range | None = None,
+    indices: range | None = None, batch: int = 16,
 ) -> ConfusionMatrix:  # fmt: skip
     """`whole` evaluation from cached features: the head's fused output upsampled as the model
     upsamples (to the input the features came from, align_corners=True), then to the label's
-    size as danet.engine.inference.predict does (align_corners=False)."""
+    size as danet.engine.inference.predict does (align_corners=False). Images of one size go
+    through `batch` at a time."""
     from danet.engine.inference import _resize
 
     cm = ConfusionMatrix(num_classes, ignore_index)
     was_training = model.training
     model.eval()
-    for i in indices if indices is not None else range(len(entry)):
-        h, w, ih, iw, lh, lw = (int(v) for v in entry.sizes[i])
-        feats = torch.from_numpy(np.array(entry.features[i : i + 1, :, :h, :w])).to(device)
-        logits = upsample(model.head(feats)[:1], (ih, iw))[0]
-        pred = _resize(logits, (lh, lw), False).argmax(1).cpu()
-        cm.update(pred, torch.from_numpy(entry.labels[i : i + 1, :lh, :lw].astype(np.int64)))
+    todo = list(indices if indices is not None else range(len(entry)))
+    while todo:
+        sizes = tuple(int(v) for v in entry.sizes[todo[0]])
+        same = [i for i in todo[: batch] if tuple(int(v) for v in entry.sizes[i]) == sizes]
+        todo = [i for i in todo if i not in same]
+        h, w, ih, iw, lh, lw = sizes
+        feats = torch.from_numpy(np.stack([entry.features[i, :, :h, :w] for i in same]))
+        logits = upsample(model.head(feats.to(device))[:1], (ih, iw))[0]
+        # max(1).indices: argmax with the same first-maximum rule, several times faster on a CPU
+        pred = _resize(logits, (lh, lw), False).max(1).indices.cpu()
+        labels = np.stack([entry.labels[i, :lh, :lw] for i in same]).astype(np.int64)
+        cm.update(pred, torch.from_numpy(labels))
     model.train(was_training)
     return cm

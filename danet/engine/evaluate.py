@@ -55,7 +55,8 @@ def evaluate(
                 start = time.perf_counter()
                 with speed.autocast(amp, device):
                     # .cpu() waits for the device, so the time is the mode's own
-                    pred = predict(model, img, mode, cfg, default_crop).argmax(1).cpu()
+                    # max(1).indices: argmax (first maximum), several times faster on a CPU
+                    pred = predict(model, img, mode, cfg, default_crop).max(1).indices.cpu()
                 spent[mode] += time.perf_counter() - start
                 cms[mode].update(pred, lab)
                 if save_dir is not None and mode == cfg.modes[0]:
