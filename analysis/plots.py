@@ -34,10 +34,10 @@ import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 from matplotlib.artist import Artist  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
-from matplotlib.patches import Patch  # noqa: E402
+from matplotlib.patches import Patch, Rectangle  # noqa: E402
 
 from analysis.collect import runs_read  # noqa: E402
-from analysis.stats import BASELINE, group_keys, mean_ci  # noqa: E402
+from analysis.stats import BASELINE, DUAL, control_name, group_keys, mean_ci  # noqa: E402
 from analysis.tables import (  # noqa: E402
     ZOO_NAMES,
     main_table,
@@ -66,6 +66,7 @@ RC = {
 COLUMN_IN, TEXT_IN = 3.5, 7.0
 BAND = "±1 std over seeds"
 BASELINE_BAND = "baseline-ci"  # gid of the baseline's interval band, for tests and SVG readers
+DUAL_BAND = "baseline-dual-ci"  # the dual head's baseline, none (dual), under its own rows
 
 
 def _label(df: pd.DataFrame, cols: list[str], among: pd.DataFrame | None = None) -> pd.Series:
@@ -110,7 +111,9 @@ def miou_points(df: pd.DataFrame) -> pd.DataFrame:
     for (group, variant), runs in d.groupby(["group", "variant"], sort=False):
         mean, low, high = mean_ci(runs["miou"].dropna().to_numpy())
         first = runs.iloc[0]
+        head = first.get("head", "single")
         rows.append({**{k: first[k] for k in keys}, "group": group, "variant": variant,
+                     "control": control_name(head),
                      "n": int(runs["miou"].notna().sum()), "mean": mean, "low": low,
                      "high": high})  # fmt: skip
     out = pd.DataFrame(rows)
@@ -147,12 +150,33 @@ def _draw_baseline(ax: plt.Axes, base: pd.Series | None) -> list[Artist]:
     return [Patch(color="0.88", label="none: 95 % interval")]
 
 
+def _draw_control_bands(ax: plt.Axes, points: pd.DataFrame) -> list[Artist]:
+    """With both head skeletons present, each control's interval as a band under its own rows
+    only (the control and the rows compared with it), so a row is read against its control."""
+    handles = []
+    for name, gid, colour in ((BASELINE, BASELINE_BAND, "0.88"),
+                              (BASELINE + DUAL, DUAL_BAND, "#cfe0f0")):  # fmt: skip
+        control = points[points["variant"] == name]
+        if control.empty or math.isnan(control["low"].iloc[0]):
+            continue
+        c = control.iloc[0]
+        for x in np.flatnonzero((points["control"] == name).to_numpy()):
+            ax.add_patch(Rectangle((x - 0.45, c["low"]), 0.9, c["high"] - c["low"], color=colour,
+                                   zorder=0, lw=0, gid=gid))  # fmt: skip
+            ax.hlines(c["mean"], x - 0.45, x + 0.45, color="0.45", lw=0.8, ls="--", zorder=1)
+        handles.append(Patch(color=colour, label=f"{name}: 95 % interval (its rows)"))
+    return handles
+
+
 def _draw_miou_panel(ax: plt.Axes, points: pd.DataFrame, seeds: pd.DataFrame) -> list[Artist]:
     """Points with interval bars at x = 0, 1, ...; seeds as dots just right of them."""
     x = np.arange(len(points))
     handles = []
     base = points[points["variant"] == BASELINE]
-    handles += _draw_baseline(ax, base.iloc[0] if len(base) else None)
+    if (points["control"] == BASELINE + DUAL).any():
+        handles += _draw_control_bands(ax, points)
+    else:
+        handles += _draw_baseline(ax, base.iloc[0] if len(base) else None)
     with_ci = points["low"].notna().to_numpy()
     if with_ci.any():
         p = points[with_ci]

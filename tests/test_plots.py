@@ -226,3 +226,21 @@ def test_single_runs_and_groups_do_not_crash(fixture_dir):
     ]
     for f in figs.values():
         plt.close(f)
+
+
+def test_each_row_is_drawn_over_its_own_controls_band():
+    """With both heads, none's band lies under the single-head rows and none (dual)'s under
+    the dual-head ones: a row is read against its matched control."""
+    arms = {"none": ("single", 60), "pam": ("single", 70), "none (dual)": ("dual", 64),
+            "danet": ("dual", 72)}  # fmt: skip
+    rows = [{"variant": v, "head": h, "seed": s, "miou": (m + s) / 100, "dataset": "synthetic"}
+            for v, (h, m) in arms.items() for s in range(3)]  # fmt: skip
+    fig = plots.fig_miou_ci(pd.DataFrame(rows))
+    (ax,) = fig.axes
+    ticks = [t.get_text().split("\n")[0] for t in ax.get_xticklabels()]
+    for gid, rows_of in ((plots.BASELINE_BAND, {"none", "pam"}),
+                         (plots.DUAL_BAND, {"none (dual)", "danet"})):  # fmt: skip
+        xs = sorted(round(p.get_x() + p.get_width() / 2) for p in ax.patches
+                    if p.get_gid() == gid)  # fmt: skip
+        assert {ticks[x] for x in xs} == rows_of, gid
+    plt.close(fig)
