@@ -7,6 +7,7 @@ wrong type are DanetErrors that name the key, the file it came from and the vali
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -160,12 +161,16 @@ def coerce(key: str, value: Any, tp: Any, source: str) -> Any:
     if tp is float:
         if isinstance(value, str):  # YAML 1.1 reads 1e-3 (no dot) as a string
             try:
-                return float(value)
+                number = float(value)
             except ValueError:
                 raise bad() from None
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
+        elif isinstance(value, bool) or not isinstance(value, (int, float)):
             raise bad()
-        return float(value)
+        else:
+            number = float(value)
+        if not math.isfinite(number):  # nan and inf: no setting means them (nan hides as a loss)
+            raise DanetError(f"{source}: '{key}' must be a finite number, got {value!r}")
+        return number
     if tp is int:
         if isinstance(value, bool) or not isinstance(value, int):
             raise bad()
@@ -205,6 +210,14 @@ def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
+def get(cfg: Config, key: str) -> Any:
+    """The value of dotted key `key` ('train.lr') in cfg."""
+    value: Any = cfg
+    for part in key.split("."):
+        value = getattr(value, part)
+    return value
+
+
 def apply(
     cfg: Config, overrides: dict[str, Any], source: str, base: Path | None = None
 ) -> Config:
@@ -225,10 +238,8 @@ def apply(
                 f"{source}: unknown config key '{key}'{did_you_mean(key, keys)}; "
                 f"valid keys: {', '.join(keys)}"
             )
-        *parents, leaf = key.split(".")
-        target = cfg
-        for p in parents:
-            target = getattr(target, p)
+        parent, _, leaf = key.rpartition(".")
+        target = get(cfg, parent) if parent else cfg
         value = coerce(key, value, keys[key], source)
         if key == "plugins":
             from danet.plugins import resolve

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import difflib
+import errno
+import shutil
 from collections.abc import Iterable
+from pathlib import Path
 
 
 class DanetError(Exception):
@@ -28,3 +31,44 @@ class Diverged(DanetError):
 
     A DanetError, so `danet train` prints it as one line; the checkpoints already written
     are kept, and a run with a lower lr starts in a new folder (its config differs)."""
+
+
+def one_line(error: BaseException) -> str:
+    """'Type: first line' of an exception, cut to 200 characters: the cause of a DanetError."""
+    text = str(error)
+    if "WeightsUnpickler error:" in text:  # torch.load's useful part of a long message
+        text = text.split("WeightsUnpickler error:", 1)[1]
+    line = next((ln.strip() for ln in text.splitlines() if ln.strip()), "")
+    line = line[:200] + ("..." if len(line) > 200 else "")
+    return f"{type(error).__name__}: {line}" if line else type(error).__name__
+
+
+FULL = (errno.ENOSPC, errno.EDQUOT)
+
+
+def no_space(error: BaseException, path: Path) -> DanetError | None:
+    """The one-line DanetError for a write of `path` that failed because its file system is
+    full (or the user's quota is), else None. The cause is looked for along the exception's
+    chain: torch reports a failed write as a RuntimeError raised while handling the OSError."""
+    seen: BaseException | None = error
+    while seen is not None and not (isinstance(seen, OSError) and seen.errno in FULL):
+        seen = seen.__cause__ or seen.__context__
+    if seen is None:
+        return None
+    try:
+        usage = shutil.disk_usage(path.parent)
+        space = f"{_size(usage.free)} free of {_size(usage.total)}"
+    except OSError:
+        space = "its free space unknown"
+    return DanetError(
+        f"{path}: no space left on its device ({space}); free some space, then run the same "
+        "command: the files written before are kept, and a run resumes from its last checkpoint"
+    )
+
+
+def _size(n: float) -> str:
+    """Bytes as people read them: 932.0 KiB, 3.0 MiB."""
+    units = ["B", "KiB", "MiB", "GiB", "TiB"]
+    while n >= 1024 and len(units) > 1:
+        n, units = n / 1024, units[1:]
+    return f"{n:.1f} {units[0]}"
