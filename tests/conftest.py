@@ -101,15 +101,12 @@ def clean_registries():
     import variants
     from danet.data import layouts
 
-    saved = [dict(r) for r in (variants._REGISTRY, layouts.LAYOUTS, layouts.LISTERS,
-                               layouts.SOURCES)]  # fmt: skip
-    loaded = set(sys.modules)
+    names, datasets, loaded = set(variants.available()), set(layouts.LAYOUTS), set(sys.modules)
     yield
-    for registry, old in zip(
-        (variants._REGISTRY, layouts.LAYOUTS, layouts.LISTERS, layouts.SOURCES), saved
-    ):
-        registry.clear()
-        registry.update(old)
+    for name in set(variants.available()) - names:
+        variants.unregister(name)
+    for name in set(layouts.LAYOUTS) - datasets:
+        layouts.unregister_dataset(name)
     for name in set(sys.modules) - loaded:
         if name.startswith("danet_plugin_"):
             del sys.modules[name]

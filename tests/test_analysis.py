@@ -70,7 +70,7 @@ def _cost(variant: str) -> dict:
     }  # fmt: skip
 
 
-def _result(variant: str, seed: int, miou: float) -> dict:
+def result_record(variant: str, seed: int, miou: float) -> dict:
     per_class = {"road": round(miou + 0.05, 6), "car": round(miou - 0.05, 6)}
     config = {
         "seed": seed,
@@ -113,7 +113,7 @@ def write_runs(root: Path) -> Path:
         for seed, miou in seeds.items():
             d = runs / "fixture" / f"{variant}-s{seed}"
             d.mkdir(parents=True)
-            (d / "result.json").write_text(json.dumps(_result(variant, seed, miou)))
+            (d / "result.json").write_text(json.dumps(result_record(variant, seed, miou)))
             lines = [{"event": "resume", "iteration": 0}]
             for it in range(10, 101, 10):
                 lines.append({"iteration": it, "loss": 2 - 0.015 * it + 0.05 * seed, "lr": 0.01})
@@ -125,7 +125,7 @@ def write_runs(root: Path) -> Path:
     (bad / "result.json").write_text('{"schema": 1, "miou": ')
     old = runs / "broken" / "old"
     old.mkdir(parents=True)
-    (old / "result.json").write_text(json.dumps({**_result("pam", 9, 0.99), "schema": 0}))
+    (old / "result.json").write_text(json.dumps({**result_record("pam", 9, 0.99), "schema": 0}))
     return runs
 
 
@@ -481,7 +481,7 @@ def write_wide_runs(root: Path) -> Path:
     runs = root / "runs"
     for i, variant in enumerate(COST):
         for backbone, seed in [(b, s) for b in ("resnet50", "resnet101") for s in (0, 1)]:
-            r = _result(variant, seed, 0.6 + 0.01 * i + 0.005 * seed)
+            r = result_record(variant, seed, 0.6 + 0.01 * i + 0.005 * seed)
             ious = {c: round(0.3 + 0.03 * k + 0.01 * i, 6) for k, c in enumerate(CITYSCAPES)}
             for metrics in (r, *r["eval"].values()):
                 metrics["per_class_iou"] = ious
