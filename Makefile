@@ -9,7 +9,7 @@ CLUSTER ?= local
 PARTITION ?=
 ARGS ?=
 
-.PHONY: help sweep status cancel test docs tables plots report profile bench bench-attention clean-runs
+.PHONY: help sweep status cancel test system-packages docs tables plots report profile bench bench-attention clean-runs
 
 help:  ## this list: each target and what it does
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/^([a-z-]+):.*## /  make \1\t/' | expand -t 24
@@ -32,6 +32,17 @@ cancel: $(STAMP)  ## cancel GRID's queued and running runs (checkpointed; `make 
 test: $(STAMP)  ## lint, then the test suite (what .ci/run calls)
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q
+
+# What the Chromium, LaTeX (pdflatex with booktabs) and Slurm tests use; the tests never install
+# anything themselves and skip without these (or fail where DANET_REQUIRE_*=1, as in .ci/run).
+TOOLS := chromium pdflatex sbatch slurmctld slurmd munged rsync
+system-packages:  ## as root on Debian: install what the Chromium, LaTeX and Slurm tests use
+	@missing=; for t in $(TOOLS); do command -v $$t >/dev/null || [ -x /usr/sbin/$$t ] || missing="$$missing $$t"; done; \
+	if [ -z "$$missing" ]; then echo "system packages: all installed"; exit 0; fi; \
+	echo "system packages: missing$$missing; installing with apt-get"; \
+	export DEBIAN_FRONTEND=noninteractive; apt-get update -qq && \
+	apt-get install -y -qq --no-install-recommends chromium texlive-latex-recommended && \
+	apt-get install -y -qq slurmctld slurmd slurm-client munge rsync
 
 docs: $(STAMP)  ## rewrite the generated blocks of the docs (variant and config tables)
 	$(BIN)/python -m danet.generated_docs

@@ -36,14 +36,14 @@ from danet.data import build_dataset  # noqa: E402
 from danet.data.transforms import normalize, to_tensors  # noqa: E402
 from danet.errors import DanetError  # noqa: E402
 from danet.utils import command_parser  # noqa: E402
-from variants.danet import CAM, PAM  # noqa: E402
-from variants.non_local import NonLocal  # noqa: E402
-from variants.sagan import SelfAttention  # noqa: E402
 
 MEAN, STD = np.array([0.485, 0.456, 0.406]), np.array([0.229, 0.224, 0.225])
 DPI = 200
-POSITION = (PAM, SelfAttention, NonLocal)  # the modules that form an N x M map per query
-TITLE = {PAM: "PAM", SelfAttention: "SAGAN", NonLocal: "Non-local"}
+# the classes drawn, as the registry builds them: a head's modules are found by their class
+PAM, CAM = variants.info("pam").factory, variants.info("cam").factory
+SAGAN, NON_LOCAL = variants.info("sagan").factory, variants.info("nonlocal").factory
+POSITION = (PAM, SAGAN, NON_LOCAL)  # the modules that form an N x M map per query
+TITLE = {PAM: "PAM", SAGAN: "SAGAN", NON_LOCAL: "Non-local"}
 # why a variant has no per-query map over positions, for the refusal
 NO_MAP = {
     "none": "it has no attention module",
@@ -101,10 +101,10 @@ def query_key(module: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.T
     if isinstance(module, PAM):
         key = module.key_conv(x)
         query = module.query_conv(x).flatten(2).transpose(1, 2)
-    elif isinstance(module, SelfAttention):
-        key = module._subsample(module.key_conv(x))
+    elif isinstance(module, SAGAN):
+        key = module.subsample(module.key_conv(x))
         query = module.query_conv(x).flatten(2).transpose(1, 2)
-    elif isinstance(module, NonLocal):
+    elif isinstance(module, NON_LOCAL):
         key = module.phi(x)
         query = module.theta(x).flatten(2).transpose(1, 2)
     else:
@@ -117,7 +117,7 @@ def attention_row(module: nn.Module, query: torch.Tensor, key: torch.Tensor, i: 
     (variants.attention_ops.attention_naive: softmax over keys of the unscaled q . k; the
     Non-local dot-product mode: q . k / M)."""
     energy = torch.bmm(query[:, i : i + 1], key)[0, 0]  # M
-    if isinstance(module, NonLocal) and module.mode == "dot_product":
+    if isinstance(module, NON_LOCAL) and module.mode == "dot_product":
         return energy / key.shape[-1]
     return torch.softmax(energy, dim=-1)
 
@@ -172,7 +172,7 @@ def attention_maps(
     if pos is not None:
         x = seen["pos_in"]
         maps.module, maps.grid = TITLE[type(pos)], tuple(x.shape[-2:])
-        maps.key_stride = 2 if isinstance(pos, SelfAttention) and pos.pool else 1
+        maps.key_stride = 2 if isinstance(pos, SAGAN) and pos.pool else 1
         query, key, key_grid = query_key(pos, x)
         for point in points:
             fy, fx = feature_cell(point, (H, W), maps.grid)

@@ -5,6 +5,8 @@ run of a grid up front, before anything is launched.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import variants
 from danet import config as C
 from danet import plugins
@@ -14,15 +16,72 @@ from danet.engine import speed
 from danet.engine.inference import MODES, resize_to
 from danet.errors import DanetError, unknown_choice
 from danet.models import BACKBONES
-from danet.models.head import head_branches
+from danet.models.head import head_branches, num_outputs
 from danet.models.segmentor import STRIDE
 from danet.models.shipped_weights import IMAGENET, shipped_file
+
+POSITIVE = (lambda v: v > 0, "positive")
+NOT_NEGATIVE = (lambda v: v >= 0, "0 or positive")
+
+# The range of every numeric key, checked before anything is written (a list or a
+# (height, width) pair: each of its numbers). Every float is finite already (danet.config).
+RANGES: dict[str, tuple[Callable[[float], bool], str]] = {
+    "data.image_size": POSITIVE,
+    "data.crop_size": POSITIVE,
+    "data.base_size": (lambda v: v >= 0, "0, a size, or (long, short)"),
+    "train.iterations": POSITIVE,
+    "train.batch_size": POSITIVE,
+    "train.lr": POSITIVE,  # torch's SGD refuses a negative lr with a traceback; 0 learns nothing
+    "train.head_lr_mult": POSITIVE,
+    "train.momentum": (lambda v: 0 <= v < 1, "in [0, 1)"),  # 1 or more never forgets: diverges
+    "train.weight_decay": NOT_NEGATIVE,
+    "train.poly_power": NOT_NEGATIVE,
+    "train.loss_weights": NOT_NEGATIVE,
+    "train.checkpoint_every": POSITIVE,
+    "train.log_every": POSITIVE,
+    "train.threads": (lambda v: v >= 0, "0 (torch's default) or positive"),
+    "eval.every": (lambda v: v >= 0, "0 (off) or positive"),
+    "eval.crop_size": (lambda v: v >= 0, "positive or 0"),
+    "eval.stride_rate": (lambda v: 0 < v <= 1, "in (0, 1]"),
+    "eval.scales": POSITIVE,
+}
 
 
 def check_config(cfg: C.Config) -> None:
     """Semantic checks that need the registries; cheap, so a sweep checks every run up front.
     Loads the config's plugins first (their variants join the registry)."""
     plugins.load(cfg.plugins)
+    check_ranges(cfg)
+    check_model(cfg)
+    check_data_config(cfg.data)
+    check_scale_mode(cfg.data.scale_mode, cfg.data.base_size)
+    lo, hi = cfg.data.scale_range
+    if not 0 < lo <= hi:
+        raise DanetError(
+            f"'data.scale_range' must be [low, high] with 0 < low <= high, got {[lo, hi]}"
+        )
+    check_eval_config(cfg.eval)
+    check_frozen(cfg)
+    if cfg.model.pretrained == IMAGENET:
+        shipped_file(cfg.model.backbone)  # one line when this backbone has no shipped weights
+    if cfg.train.device not in ("auto", "cpu") and not cfg.train.device.startswith("cuda"):
+        raise DanetError(f"'train.device' must be auto, cpu or cuda[:N], got '{cfg.train.device}'")
+    # the device may be absent where a sweep is submitted: fp16 is refused here on cpu only
+    speed.check(cfg.train, "cpu" if cfg.train.device == "cpu" else None)
+
+
+def check_ranges(cfg: C.Config) -> None:
+    """Each key of RANGES within its range: one line naming the key, the range and the value."""
+    for key, (ok, what) in RANGES.items():
+        value = C.get(cfg, key)
+        numbers = value if isinstance(value, (list, tuple)) else [value]
+        if not all(ok(v) for v in numbers):
+            shown = list(value) if isinstance(value, (list, tuple)) else value
+            raise DanetError(f"'{key}' must be {what}, got {shown}")
+
+
+def check_model(cfg: C.Config) -> None:
+    """Backbone and variant names, the variant's options, and one loss weight per output."""
     if cfg.model.backbone not in BACKBONES:
         raise unknown_choice("model.backbone", cfg.model.backbone, BACKBONES)
     if cfg.model.variant not in variants.available():
@@ -34,44 +93,12 @@ def check_config(cfg: C.Config) -> None:
         variants.create(branch, 8, **opts)  # checks option names, types and ranges
         if not variants.is_builtin(branch):  # a plugin: it must keep (B, C, H, W)
             variants.check_shape(branch, opts)
-    check_data_config(cfg.data)
-    positive = {
-        "train.iterations": cfg.train.iterations,
-        "train.batch_size": cfg.train.batch_size,
-        "data.crop_size": min(pair(cfg.data.crop_size)),
-        "data.image_size": cfg.data.image_size,
-        "train.checkpoint_every": cfg.train.checkpoint_every,
-        "train.log_every": cfg.train.log_every,
-    }
-    for key, value in positive.items():
-        if value <= 0:
-            raise DanetError(f"'{key}' must be positive, got {value}")
-    if cfg.eval.every < 0:
-        raise DanetError(f"'eval.every' must be 0 (off) or positive, got {cfg.eval.every}")
-    if min(pair(cfg.data.base_size)) < 0:
-        raise DanetError(
-            f"'data.base_size' must be 0, a size, or (long, short); got {cfg.data.base_size}"
-        )
-    check_scale_mode(cfg.data.scale_mode, cfg.data.base_size)
-    lo, hi = cfg.data.scale_range
-    if not 0 < lo <= hi:
-        raise DanetError(
-            f"'data.scale_range' must be [low, high] with 0 < low <= high, got {[lo, hi]}"
-        )
-    outputs = 3 if len(branches) == 2 else 1
+    outputs = num_outputs(branches)
     if len(cfg.train.loss_weights) < outputs:
         raise DanetError(
             f"'train.loss_weights' has {len(cfg.train.loss_weights)} weights; variant "
             f"'{cfg.model.variant}' has {outputs} outputs in this head (fused, then per branch)"
         )
-    check_eval_config(cfg.eval)
-    check_frozen(cfg)
-    if cfg.model.pretrained == IMAGENET:
-        shipped_file(cfg.model.backbone)  # one line when this backbone has no shipped weights
-    if cfg.train.device not in ("auto", "cpu") and not cfg.train.device.startswith("cuda"):
-        raise DanetError(f"'train.device' must be auto, cpu or cuda[:N], got '{cfg.train.device}'")
-    # the device may be absent where a sweep is submitted: fp16 is refused here on cpu only
-    speed.check(cfg.train, "cpu" if cfg.train.device == "cpu" else None)
 
 
 def check_frozen(cfg: C.Config) -> None:
@@ -100,10 +127,6 @@ def check_eval_config(ev: C.EvalConfig) -> None:
             raise unknown_choice("eval.modes entry", mode, MODES)
     if len(set(ev.modes)) != len(ev.modes):
         raise DanetError(f"'eval.modes' repeats a mode: {list(ev.modes)}")
-    if not 0 < ev.stride_rate <= 1:
-        raise DanetError(f"'eval.stride_rate' must be in (0, 1], got {ev.stride_rate}")
-    if not ev.scales or min(ev.scales) <= 0:
-        raise DanetError(f"'eval.scales' must be positive numbers, got {list(ev.scales)}")
-    if min(pair(ev.crop_size)) < 0:
-        raise DanetError(f"'eval.crop_size' must be positive or 0, got {ev.crop_size}")
+    if not ev.scales:
+        raise DanetError("'eval.scales' is empty; give one or more positive numbers")
     resize_to(1, 1, ev.resize)  # raises on a malformed eval.resize

@@ -205,6 +205,15 @@ def cmd_config(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_variants(args: argparse.Namespace) -> int:
+    from danet import plugins
+    from variants.__main__ import table
+
+    plugins.load(plugins.resolve(args.plugins))
+    print(table())
+    return 0
+
+
 def version() -> str:
     """danet-bench's version and the commit of the code that runs."""
     from importlib import metadata
@@ -404,6 +413,15 @@ def parser() -> argparse.ArgumentParser:
     cf.add_argument("--config", help="YAML file of config keys (docs/configuration.md)")
     cf.add_argument("overrides", nargs="*", metavar="key=value", help="e.g. model.variant=pam")
     cf.set_defaults(func=cmd_config)
+
+    v = sub.add_parser(
+        "variants", help="the attention registry as a markdown table, your plugins' too",
+        description="Every registered attention variant: family, what it attends over, cost, "
+        "options and paper; with --plugins, your own modules as well.",
+    )  # fmt: skip
+    v.add_argument("--plugins", nargs="+", default=[], metavar="PLUGIN",
+                   help="modules or .py files, as the config key plugins names them")  # fmt: skip
+    v.set_defaults(func=cmd_variants)
 
     for name, (_, help_text) in TOOLS.items():
         tool = sub.add_parser(name, help=help_text, add_help=False)

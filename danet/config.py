@@ -7,7 +7,6 @@ wrong type are DanetErrors that name the key, the file it came from and the vali
 from __future__ import annotations
 
 import dataclasses
-import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,7 +14,7 @@ from typing import Any
 
 import yaml
 
-from danet.errors import DanetError, did_you_mean
+from danet.errors import DanetError, coerce, did_you_mean, one_line
 
 
 @dataclass
@@ -132,72 +131,6 @@ def flat_keys(obj: Any = None, prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def coerce(key: str, value: Any, tp: Any, source: str) -> Any:
-    origin = typing.get_origin(tp)
-
-    def bad() -> DanetError:
-        return DanetError(f"{source}: '{key}' must be {type_name(tp)}, got {value!r}")
-
-    if origin in (typing.Union, types.UnionType):  # e.g. int | tuple[int, int]
-        for member in typing.get_args(tp):
-            try:
-                return coerce(key, value, member, source)
-            except DanetError:
-                pass
-        raise bad()
-    if origin in (tuple, list):
-        if not isinstance(value, (list, tuple)):
-            raise bad()
-        args = typing.get_args(tp)
-        if origin is tuple and args and args[-1] is not Ellipsis and len(args) != len(value):
-            raise DanetError(f"{source}: '{key}' needs {len(args)} values, got {value!r}")
-        item = args[0] if args else Any
-        return tuple(coerce(key, v, item, source) for v in value)
-    if origin is dict or tp is dict:
-        if not isinstance(value, dict):
-            raise bad()
-        return dict(value)
-    if tp is Any:
-        return value
-    if tp is bool:
-        if not isinstance(value, bool):
-            raise bad()
-        return value
-    if tp is float:
-        if isinstance(value, str):  # YAML 1.1 reads 1e-3 (no dot) as a string
-            try:
-                return float(value)
-            except ValueError:
-                raise bad() from None
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise bad()
-        return float(value)
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise bad()
-        return value
-    if isinstance(tp, type) and not isinstance(value, tp):  # str, None, any other class
-        raise bad()
-    return value
-
-
-def type_name(tp: Any) -> str:
-    origin = typing.get_origin(tp)
-    if origin in (typing.Union, types.UnionType):
-        return " or ".join(type_name(m) for m in typing.get_args(tp))
-    if origin in (tuple, list):
-        n = len(typing.get_args(tp))
-        return (
-            f"a list of {n}"
-            if origin is tuple and Ellipsis not in typing.get_args(tp)
-            else "a list"
-        )
-    if origin is dict:
-        return "a mapping"
-    names = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}
-    return "null" if tp is type(None) else names.get(tp, getattr(tp, "__name__", str(tp)))
-
-
 def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     """{'train': {'lr': 1}} -> {'train.lr': 1}; `variant_opts` stays one mapping-valued key."""
     keys = flat_keys()
@@ -209,6 +142,14 @@ def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
         else:
             out[path] = v
     return out
+
+
+def get(cfg: Config, key: str) -> Any:
+    """The value of dotted key `key` ('train.lr') in cfg."""
+    value: Any = cfg
+    for part in key.split("."):
+        value = getattr(value, part)
+    return value
 
 
 def apply(
@@ -231,10 +172,8 @@ def apply(
                 f"{source}: unknown config key '{key}'{did_you_mean(key, keys)}; "
                 f"valid keys: {', '.join(keys)}"
             )
-        *parents, leaf = key.split(".")
-        target = cfg
-        for p in parents:
-            target = getattr(target, p)
+        parent, _, leaf = key.rpartition(".")
+        target = get(cfg, parent) if parent else cfg
         value = coerce(key, value, keys[key], source)
         if key == "plugins":
             from danet.plugins import resolve
@@ -289,7 +228,7 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     except FileNotFoundError:
         raise DanetError(f"{path}: file not found") from None
     except (OSError, UnicodeDecodeError) as e:  # a folder, no permission, binary bytes
-        raise DanetError(f"{path}: unreadable ({type(e).__name__}: {e})") from None
+        raise DanetError(f"{path}: unreadable ({one_line(e)})") from None
     except yaml.YAMLError as e:
         at = _yaml_at(getattr(e, "problem_mark", None))  # path:line:column, as editors take it
         raise DanetError(f"{path}{at and ':' + at}: not valid YAML ({_yaml_problem(e)})") from None
@@ -352,7 +291,7 @@ def write_or_check(path: Path, cfg: Config) -> None:
     try:
         saved = path.read_text()
     except (OSError, UnicodeDecodeError) as e:
-        raise DanetError(f"{path}: unreadable ({type(e).__name__}: {e}); {fix}") from None
+        raise DanetError(f"{path}: unreadable ({one_line(e)}); {fix}") from None
     if not saved.strip():
         raise DanetError(f"{path} is empty; {fix}")
     cut = "" if saved.endswith("\n") else "; it is truncated"  # safe_dump ends with a newline

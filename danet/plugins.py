@@ -12,21 +12,16 @@ from __future__ import annotations
 
 import hashlib
 import importlib
+import importlib.machinery
 import importlib.util
 import re
 import sys
 from collections.abc import Iterable
 from pathlib import Path
 
-from danet.errors import DanetError
+from danet.errors import DanetError, one_line
 
 FIX = "fix it, or remove it from the config key 'plugins'"
-_LOADING = ""  # the plugin being imported: registrations made meanwhile name it
-
-
-def loading() -> str:
-    """The entry of the plugin being imported now ("" outside a plugin's import)."""
-    return _LOADING
 
 
 def is_file(entry: str) -> bool:
@@ -100,63 +95,49 @@ def load(entries: Iterable[str]) -> None:
 
 
 def _load_one(entry: str) -> None:
-    import variants
+    import variants  # here, not above: resolving and copying plugin paths needs no torch
     from danet.data import layouts
 
+    name = module_name(Path(entry).absolute()) if is_file(entry) else entry
+    if name in sys.modules:
+        return
+    spec = _spec(entry)
+    try:  # what it registers names it; a failed import registers nothing
+        with variants.registering(entry), layouts.registering(entry):
+            if spec is None:
+                importlib.import_module(name)
+            else:
+                module = importlib.util.module_from_spec(spec)
+                sys.modules[name] = module
+                spec.loader.exec_module(module)  # type: ignore[union-attr]
+    except BaseException as e:
+        sys.modules.pop(name, None)
+        if isinstance(e, DanetError) or not isinstance(e, Exception):  # register's own words
+            raise
+        raise DanetError(f"plugin {entry} failed to import: {one_line(e)}; {FIX}") from None
+
+
+def _spec(entry: str) -> importlib.machinery.ModuleSpec | None:
+    """The spec to execute for a plugin file; None for a module, found on the Python path."""
     if is_file(entry):
         path = Path(entry).absolute()
-        name = module_name(path)
-        if name in sys.modules:
-            return
         source = source_file(path)
         if not source.is_file():
             raise DanetError(f"plugin {entry}: file not found; {FIX}")
-        spec = importlib.util.spec_from_file_location(name, source)
+        spec = importlib.util.spec_from_file_location(module_name(path), source)
         if spec is None or spec.loader is None:
             raise DanetError(f"plugin {entry}: not a Python file; {FIX}")
-        module = importlib.util.module_from_spec(spec)
-    else:
-        name = entry
-        if name in sys.modules:
-            return
-        try:
-            spec = importlib.util.find_spec(name)
-        except (ImportError, ValueError) as e:  # a parent package missing, or a bad name
-            spec, error = None, f"{type(e).__name__}: {e}"
-        else:
-            error = f"no module named '{name}'"
-        if spec is None:
-            raise DanetError(
-                f"plugin {entry}: cannot be imported ({error}); give a module on the Python "
-                f"path or a path to a .py file; {FIX}"
-            )
-        module = None
-    global _LOADING
-    before = set(variants._REGISTRY), set(layouts.LAYOUTS)
-    _LOADING = entry
+        return spec
     try:
-        if module is None:
-            importlib.import_module(name)
-        else:
-            sys.modules[name] = module
-            spec.loader.exec_module(module)  # type: ignore[union-attr]
-    except BaseException as e:
-        sys.modules.pop(name, None)
-        for added in set(variants._REGISTRY) - before[0]:  # a later import starts clean
-            del variants._REGISTRY[added]
-        for added in set(layouts.LAYOUTS) - before[1]:
-            for registry in (layouts.LAYOUTS, layouts.LISTERS, layouts.SOURCES):
-                registry.pop(added, None)
-        if isinstance(e, DanetError):  # from variants.register: names the plugin already
-            raise
-        if not isinstance(e, Exception):
-            raise
-        first = (str(e).splitlines() or [""])[0]
+        found, error = importlib.util.find_spec(entry), f"no module named '{entry}'"
+    except (ImportError, ValueError) as e:  # a parent package missing, or a bad name
+        found, error = None, one_line(e)
+    if found is None:
         raise DanetError(
-            f"plugin {entry} failed to import: {type(e).__name__}: {first}; {FIX}"
-        ) from None
-    finally:
-        _LOADING = ""
+            f"plugin {entry}: cannot be imported ({error}); give a module on the Python "
+            f"path or a path to a .py file; {FIX}"
+        )
+    return None
 
 
 def record(entries: Iterable[str]) -> list[dict]:

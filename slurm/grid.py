@@ -23,7 +23,7 @@ from typing import Any
 
 from danet import config as C
 from danet.checks import check_config
-from danet.errors import DanetError, did_you_mean, unknown_choice
+from danet.errors import DanetError, coerce, did_you_mean, unknown_choice
 
 CLUSTERS = ("local", "slurm", "debug")
 
@@ -154,7 +154,7 @@ def _launcher(d: dict[str, Any], path: Path | str) -> Launcher:
                 f"{path}: unknown launcher key '{key}'{did_you_mean(key, types)}; "
                 f"valid: {', '.join(types)}"
             )
-        value = C.coerce(f"launcher.{key}", value, types[key], str(path))  # as config keys
+        value = coerce(f"launcher.{key}", value, types[key], str(path))  # as config keys
         if types[key] is int and value < 0:
             raise DanetError(f"{path}: 'launcher.{key}' must be 0 or more, got {value}")
         setattr(out, key, value)

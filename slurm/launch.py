@@ -23,7 +23,7 @@ from pathlib import Path
 import submitit
 
 from danet import config as C
-from danet.errors import DanetError
+from danet.errors import DanetError, one_line
 from danet.utils import atomic_write_json
 from slurm import stopping
 from slurm.grid import Launcher, RunSpec
@@ -62,7 +62,7 @@ class TrainJob:
             if env.global_rank == 0:
                 atomic_write_json(
                     Path(self.run_dir) / "error.json",
-                    {"message": f"{type(e).__name__}: {e}".splitlines()[0], "job_id": env.job_id,
+                    {"message": one_line(e, limit=None), "job_id": env.job_id,
                      "time": time.time()},
                 )  # fmt: skip
             raise

@@ -54,17 +54,17 @@ def tiny_cfg():
 @pytest.fixture(scope="session")
 def slurm_cluster(tmp_path_factory):
     """A real single-node Slurm (slurm/local_cluster.sh) for the session; SLURM_CONF points the
-    clients at it. Skipped where it cannot start (not root, no Debian packages), unless
-    DANET_REQUIRE_SLURM=1 (CI) makes that a failure."""
+    clients at it. Skipped where it cannot start (not root, Slurm not installed: `make
+    system-packages`), unless DANET_REQUIRE_SLURM=1 (CI) makes that a failure."""
     import os
     import subprocess
     from pathlib import Path
 
     script = Path(__file__).parent.parent / "slurm" / "local_cluster.sh"
     folder = tmp_path_factory.mktemp("slurm")
-    out = subprocess.run(
-        ["bash", str(script), "start", str(folder)], capture_output=True, text=True, timeout=900
-    )
+    env = {**os.environ, "LOCAL_SLURM_NO_INSTALL": "1"}  # tests never install (.ci/run does)
+    out = subprocess.run(["bash", str(script), "start", str(folder)], capture_output=True,
+                         text=True, timeout=300, env=env)  # fmt: skip
     if out.returncode != 0:
         message = f"no local Slurm: {out.stderr.strip().splitlines()[-1:]}"
         if os.environ.get("DANET_REQUIRE_SLURM") == "1":
@@ -101,15 +101,12 @@ def clean_registries():
     import variants
     from danet.data import layouts
 
-    saved = [dict(r) for r in (variants._REGISTRY, layouts.LAYOUTS, layouts.LISTERS,
-                               layouts.SOURCES)]  # fmt: skip
-    loaded = set(sys.modules)
+    names, datasets, loaded = set(variants.available()), set(layouts.LAYOUTS), set(sys.modules)
     yield
-    for registry, old in zip(
-        (variants._REGISTRY, layouts.LAYOUTS, layouts.LISTERS, layouts.SOURCES), saved
-    ):
-        registry.clear()
-        registry.update(old)
+    for name in set(variants.available()) - names:
+        variants.unregister(name)
+    for name in set(layouts.LAYOUTS) - datasets:
+        layouts.unregister_dataset(name)
     for name in set(sys.modules) - loaded:
         if name.startswith("danet_plugin_"):
             del sys.modules[name]

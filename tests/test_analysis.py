@@ -71,7 +71,7 @@ def _cost(variant: str) -> dict:
     }  # fmt: skip
 
 
-def _result(variant: str, seed: int, miou: float) -> dict:
+def result_record(variant: str, seed: int, miou: float) -> dict:
     per_class = {"road": round(miou + 0.05, 6), "car": round(miou - 0.05, 6)}
     config = {
         "seed": seed,
@@ -114,7 +114,7 @@ def write_runs(root: Path) -> Path:
         for seed, miou in seeds.items():
             d = runs / "fixture" / f"{variant}-s{seed}"
             d.mkdir(parents=True)
-            (d / "result.json").write_text(json.dumps(_result(variant, seed, miou)))
+            (d / "result.json").write_text(json.dumps(result_record(variant, seed, miou)))
             lines = [{"event": "resume", "iteration": 0}]
             for it in range(10, 101, 10):
                 lines.append({"iteration": it, "loss": 2 - 0.015 * it + 0.05 * seed, "lr": 0.01})
@@ -126,7 +126,7 @@ def write_runs(root: Path) -> Path:
     (bad / "result.json").write_text('{"schema": 1, "miou": ')
     old = runs / "broken" / "old"
     old.mkdir(parents=True)
-    (old / "result.json").write_text(json.dumps({**_result("pam", 9, 0.99), "schema": 0}))
+    (old / "result.json").write_text(json.dumps({**result_record("pam", 9, 0.99), "schema": 0}))
     return runs
 
 
@@ -425,41 +425,26 @@ def test_report_is_self_contained(report_html):
     assert "cpu (x86_64, 2 cores)" in text and "2.4.0" in text  # machine and versions
 
 
-def _debian_tool(binary: str, package: str) -> str | None:
-    """The binary, installed from Debian's package when missing and the suite runs as root."""
-    found = shutil.which(binary)
-    if found or os.geteuid() != 0:
-        return found
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    try:
-        subprocess.run(["apt-get", "update", "-qq"], check=True, timeout=300, env=env)
-        subprocess.run(
-            ["apt-get", "install", "-y", "-qq", "--no-install-recommends", package],
-            check=True, timeout=600, env=env,
-        )  # fmt: skip
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return shutil.which(binary)
-
-
-def _required_tool(binary: str, package: str, flag: str) -> str:
-    path = _debian_tool(binary, package)
+def _required_tool(binary: str, flag: str) -> str:
+    """The system tool's path. Tests never install: `make system-packages` (root, Debian) does,
+    as .ci/run calls it; without the tool the test skips, or fails where `flag`=1 (CI)."""
+    path = shutil.which(binary)
     if path is None:
+        missing = f"{binary} is not installed (as root on Debian: make system-packages)"
         if os.environ.get(flag) == "1":
-            pytest.fail(f"{binary} is required ({flag}=1) but not installable")
-        pytest.skip(f"{binary} not available and could not be installed")
+            pytest.fail(f"{missing}; {flag}=1 requires it")
+        pytest.skip(missing)
     return path
 
 
 @pytest.fixture(scope="session")
 def chromium():
-    return _required_tool("chromium", "chromium", "DANET_REQUIRE_CHROMIUM")
+    return _required_tool("chromium", "DANET_REQUIRE_CHROMIUM")
 
 
 @pytest.fixture(scope="session")
 def pdflatex():
-    # texlive-latex-recommended brings booktabs (about 40 s to install here)
-    return _required_tool("pdflatex", "texlive-latex-recommended", "DANET_REQUIRE_LATEX")
+    return _required_tool("pdflatex", "DANET_REQUIRE_LATEX")  # with booktabs
 
 
 def test_report_renders_in_headless_chromium(chromium, report_html, tmp_path):
@@ -507,7 +492,7 @@ def write_wide_runs(root: Path) -> Path:
     runs = root / "runs"
     for i, variant in enumerate(COST):
         for backbone, seed in [(b, s) for b in ("resnet50", "resnet101") for s in (0, 1)]:
-            r = _result(variant, seed, 0.6 + 0.01 * i + 0.005 * seed)
+            r = result_record(variant, seed, 0.6 + 0.01 * i + 0.005 * seed)
             ious = {c: round(0.3 + 0.03 * k + 0.01 * i, 6) for k, c in enumerate(CITYSCAPES)}
             for metrics in (r, *r["eval"].values()):
                 metrics["per_class_iou"] = ious

@@ -3,6 +3,8 @@ and nothing already written is lost. One test per case of the issue."""
 
 from __future__ import annotations
 
+import errno
+import io
 import json
 import random
 from pathlib import Path
@@ -131,6 +133,117 @@ def test_diverging_run_is_one_line_and_keeps_its_log(tmp_path, capsys):
     assert not (tmp_path / "r" / "result.json").exists()
     logged = (tmp_path / "r" / "log.jsonl").read_text().splitlines()
     assert json.loads(logged[0])["iteration"] == 1  # the steps before it are kept
+
+
+# --- 3b. learning rates and other numbers out of range (issue 23) --------------------------
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("train.lr=-0.1", "'train.lr' must be positive, got -0.1"),  # torch: a traceback
+        ("train.lr=nan", "command line: 'train.lr' must be a finite number, got 'nan'"),
+        ("train.lr=.inf", "command line: 'train.lr' must be a finite number, got inf"),
+        ("train.momentum=1.5", "'train.momentum' must be in [0, 1), got 1.5"),
+        ("train.weight_decay=-1e-4", "'train.weight_decay' must be 0 or positive, got -0.0001"),
+        ("train.loss_weights=[1, .nan, 1]", "'train.loss_weights' must be a finite number"),
+        ("train.loss_weights=[1, -1, 1]", "'train.loss_weights' must be 0 or positive, got"),
+        ("eval.scales=[1.0, -0.5]", "'eval.scales' must be positive, got [1.0, -0.5]"),
+    ],
+)
+def test_numbers_out_of_range_are_refused_before_training(tmp_path, capsys, override, message):
+    line = _cli_error(capsys, *_train(tmp_path / "r", override))
+    assert message in line, line
+    assert not (tmp_path / "r").exists()  # refused before anything was written
+
+
+def test_every_float_key_of_a_grid_is_finite(tmp_path, capsys):
+    grid = tmp_path / "g.yaml"
+    grid.write_text("name: g\nconfig:\n  data:\n    scale_range: [0.5, .inf]\n")
+    line = _cli_error(capsys, "sweep", str(grid), "--runs-root", str(tmp_path / "runs"))
+    assert "'data.scale_range' must be a finite number, got inf" in line, line
+
+
+# --- 3c. a full disk while a checkpoint is written (issue 23) ------------------------------
+
+
+# TensorBoard names its event files by second, then by a counter of the process's writers
+# ("...9" sorts after "...10"): writers opened here would reorder a later test's resumed run
+NO_BOARD = ("train.tensorboard=false",)
+
+
+class _FullAfter(io.RawIOBase):
+    """A file that takes `room` bytes, then fails as a full disk does (ENOSPC)."""
+
+    def __init__(self, f, room: int) -> None:
+        self.f, self.room = f, room
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data) -> int:
+        if len(data) > self.room:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        self.room -= len(data)
+        return self.f.write(data)
+
+
+def test_full_disk_at_a_checkpoint_is_one_line_and_the_run_resumes(
+    tmp_path, capsys, monkeypatch, tiny_cfg
+):
+    """torch.save into a file object runs for real, as on a full disk: torch raises its own
+    RuntimeError ("unexpected pos") while handling the OSError of the write."""
+    real_save, run_dir = torch.save, tmp_path / "r"
+
+    def full_at_iteration_4(obj, f, *args, **kwargs):
+        target = _FullAfter(f, room=10_000) if obj.get("iteration") == 4 else f
+        return real_save(obj, target, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "save", full_at_iteration_4)
+    argv = _train(run_dir, "model.variant=none", *NO_BOARD)
+    line = _cli_error(capsys, *argv)
+    assert line.startswith(f"danet train: error: {run_dir}/ckpt/iter_0000004.pt: no space left ")
+    assert " free of " in line and "resumes from its last checkpoint" in line, line
+    assert not (run_dir / "result.json").exists()
+    assert [p.name for p in (run_dir / "ckpt").iterdir()] == ["iter_0000002.pt"]  # no .tmp
+    assert checkpoint.load(run_dir / "ckpt" / "iter_0000002.pt")["iteration"] == 2
+
+    monkeypatch.setattr(torch, "save", real_save)  # space freed: the same command finishes
+    assert cli.main(argv) == 0
+    resumed = json.loads((run_dir / "result.json").read_text())
+    straight = run(tiny_cfg("model.variant=none", *NO_BOARD), tmp_path / "s", progress=False)
+    for key in ("miou", "pixel_accuracy", "per_class_iou"):  # the same operations: bit for bit
+        assert resumed[key] == straight[key], key
+
+
+def test_full_disk_while_logging_is_one_line(tmp_path, capsys, monkeypatch):
+    """log.jsonl's third line finds the disk full: one line naming the log, exit 2."""
+    from danet.engine import sinks
+
+    real_init = sinks.Sinks.__init__
+
+    def init(self, *args, **kwargs):
+        real_init(self, *args, **kwargs)
+        log, lines = self.log, []
+
+        class FullLog:
+            name = log.name
+
+            def write(self, text: str) -> int:
+                if len(lines) == 2:
+                    raise OSError(errno.ENOSPC, "No space left on device")
+                lines.append(text)
+                return log.write(text)
+
+            def __getattr__(self, attr: str):  # flush, close
+                return getattr(log, attr)
+
+        self.log = FullLog()
+
+    monkeypatch.setattr(sinks.Sinks, "__init__", init)
+    line = _cli_error(capsys, *_train(tmp_path / "r", "model.variant=none", *NO_BOARD))
+    assert f"{tmp_path / 'r' / 'log.jsonl'}: no space left on its device (" in line, line
+    assert len((tmp_path / "r" / "log.jsonl").read_text().splitlines()) == 2
 
 
 # --- 4. malformed result.json files in danet tables ----------------------------------------

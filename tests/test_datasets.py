@@ -19,7 +19,7 @@ from danet.engine.train import run
 from danet.errors import DanetError
 
 from .dataset_trees import NAMES, SBD_ONLY, SIZE, add_sbd, make_tree
-from .test_sweep import _sweep
+from .test_sweep import run_sweep
 
 DATASETS = list(LAYOUTS)
 CROP = "data.crop_size=[32,48]"
@@ -173,7 +173,7 @@ def test_sweep_marks_the_run_with_corrupt_data_failed(tmp_path):
             }
         )
     )
-    out = _sweep(tmp_path, grid)
+    out = run_sweep(tmp_path, grid)
     assert out.returncode == 1, out.stderr
     assert out.stdout.count("FAILED") == 1 and out.stdout.count("  done ") == 1
     failed = next(line for line in out.stdout.splitlines() if "FAILED" in line)

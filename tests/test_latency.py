@@ -4,8 +4,8 @@ baseline beyond the spread measured with it."""
 
 from __future__ import annotations
 
-from danet import config as C
 from analysis import latency
+from danet import config as C
 
 
 def _models(*arms: tuple[str, str]) -> dict:

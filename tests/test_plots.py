@@ -19,7 +19,7 @@ from PIL import Image
 from analysis import plots
 from analysis.stats import mean_ci
 from analysis.tables import load
-from tests.test_analysis import MIOU, _result, write_profile, write_runs
+from tests.test_analysis import MIOU, result_record, write_profile, write_runs
 
 FIGURES = ["miou_vs_gflops", "scaling", "per_class_iou", "learning_curves", "miou_ci"]
 GMACS = {"none": 1.0, "pam": 3.0, "cam": 1.5, "ccnet": 2.0}
@@ -49,7 +49,7 @@ def fixture_dir(tmp_path_factory) -> Path:
 def _write_run(root: Path, variant: str, seed: int, miou: float, log: list[dict]) -> None:
     d = root / "runs" / "s" / f"{variant}-s{seed}"
     d.mkdir(parents=True)
-    (d / "result.json").write_text(json.dumps(_result(variant, seed, miou)))
+    (d / "result.json").write_text(json.dumps(result_record(variant, seed, miou)))
     (d / "log.jsonl").write_text("".join(json.dumps(x) + "\n" for x in log))
 
 

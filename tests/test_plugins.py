@@ -150,12 +150,11 @@ def test_a_grid_names_its_plugin_relative_to_itself(tmp_path, monkeypatch, capsy
 
 
 def test_variants_table_lists_a_plugin(tmp_path, capsys):
-    from variants.__main__ import main as table_main
-
     (tmp_path / "mine.py").write_text(GOOD)
-    assert table_main(["--plugins", str(tmp_path / "mine.py")]) == 0
+    assert main(["variants", "--plugins", str(tmp_path / "mine.py")]) == 0
     assert "| `myscale` | gating | nothing | N C | `init=0.5` |" in capsys.readouterr().out
-    assert table_main(["--plugins", str(tmp_path / "nope.py")]) == 2
+    assert main(["variants", "--plugins", str(tmp_path / "nope.py")]) == 2
+    assert "danet variants: error: plugin " in capsys.readouterr().err
 
 
 def _tiny_config() -> dict:

@@ -36,7 +36,7 @@ def _grid(tmp_path, seeds=(0, 1)):
     return path
 
 
-def _sweep(tmp_path, grid, *extra):
+def run_sweep(tmp_path, grid, *extra):
     return subprocess.run(
         [
             sys.executable,
@@ -67,7 +67,7 @@ def test_run_ids_are_deterministic_and_distinct(tmp_path):
 
 def test_sweep_runs_skips_and_resumes(tmp_path):
     grid = _grid(tmp_path)
-    first = _sweep(tmp_path, grid)
+    first = run_sweep(tmp_path, grid)
     assert first.returncode == 0, first.stderr
     assert "4 runs: 0 done, 4 to run (2 at once, local executor)" in first.stdout
     df, problems = collect(tmp_path / "runs")
@@ -84,13 +84,13 @@ def test_sweep_runs_skips_and_resumes(tmp_path):
     (victim / "result.json").unlink()
     for ckpt in sorted((victim / "ckpt").glob("*.pt"))[1:]:
         ckpt.unlink()
-    again = _sweep(tmp_path, grid)
+    again = run_sweep(tmp_path, grid)
     assert again.returncode == 0, again.stderr
     assert "4 runs: 3 done, 1 to run" in again.stdout and "(resuming)" in again.stdout
     log = [json.loads(line) for line in (victim / "log.jsonl").read_text().splitlines()]
     assert {"event": "resume", "iteration": 2} in log
 
-    done = _sweep(tmp_path, grid)
+    done = run_sweep(tmp_path, grid)
     assert "4 runs: 4 done, 0 to run" in done.stdout
 
     # the analysis commands on the sweep's own runs
@@ -108,7 +108,7 @@ def test_sweep_runs_skips_and_resumes(tmp_path):
 def test_failed_run_does_not_stop_the_others(tmp_path):
     grid = _grid(tmp_path, seeds=(0,))
     # lr so large that the loss overflows: the run fails, the sweep goes on and exits 1.
-    out = _sweep(tmp_path, grid, "train.lr=1e30")
+    out = run_sweep(tmp_path, grid, "train.lr=1e30")
     assert out.returncode == 1
     assert out.stdout.count("FAILED") == 2 and "lower train.lr" in out.stdout
 

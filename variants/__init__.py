@@ -6,24 +6,25 @@ variant (DANet's dual module) also names the single-module branches that the DAN
 in parallel (`info(name).branches`).
 
 `register(name, factory, ...)` adds one: the built-ins below and a user's own modules alike
-(a plugin file named in the config key `plugins` calls it when imported, danet/plugins.py).
+(a plugin file named in the config key `plugins` calls it when imported, inside
+`registering(plugin)`: danet/plugins.py). The registry is the ground floor: it imports nothing
+of danet/ but its error helpers (danet.errors).
 """
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import math
 import sys
 import typing
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 from torch import nn
 
-from danet.config import coerce, type_name
-from danet.errors import DanetError, did_you_mean, unknown_choice
-from danet.plugins import loading
+from danet.errors import DanetError, coerce, did_you_mean, one_line, type_name, unknown_choice
 from variants.ann import AsymmetricPyramidNonLocal
 from variants.axial import AxialBlock
 from variants.ccnet import CrissCross
@@ -70,6 +71,30 @@ class Identity(nn.Module):
 
 _REGISTRY: dict[str, VariantInfo] = {}
 _BUILTIN: set[str] = set()  # filled by the register calls below, before any plugin's
+_SOURCE = ""  # the plugin being imported (registering): the variants it registers name it
+
+
+@contextlib.contextmanager
+def registering(source: str) -> Iterator[None]:
+    """Variants registered inside the block come from `source` (a plugin's file or module); if
+    the block fails, they are removed again, so that a later import starts clean."""
+    global _SOURCE
+    before, _SOURCE = set(_REGISTRY), source
+    try:
+        yield
+    except BaseException:
+        for name in set(_REGISTRY) - before:
+            unregister(name)
+        raise
+    finally:
+        _SOURCE = ""
+
+
+def unregister(name: str) -> None:
+    """Remove a plugin's variant `name` (the built-ins stay)."""
+    if name in _BUILTIN:
+        raise ValueError(f"variant '{name}' is a built-in")
+    _REGISTRY.pop(name, None)
 
 
 def register(
@@ -86,7 +111,7 @@ def register(
     to the same shape. Its options are its keyword parameters after `channels`, checked like
     the built-ins' (type from the annotation, else from the default). `branches`: a composite's
     parallel single-module branches (registered names); default: the module is its own branch."""
-    plugin = loading()  # the plugin being imported (danet.plugins.load): its variants' source
+    plugin = _SOURCE
     where = f"variants.register({name!r})" + (f" in plugin {plugin}" if plugin else "")
     if not isinstance(name, str) or not name.replace("_", "").replace("-", "").isalnum():
         raise DanetError(f"{where}: the name must be a word (letters, digits, _ or -)")
@@ -432,9 +457,8 @@ def check_shape(name: str, opts: dict[str, Any], channels: int = 16) -> None:
     except DanetError:
         raise
     except Exception as e:
-        first = f"{type(e).__name__}: {e}".splitlines()[0]
         raise DanetError(
-            f"variant '{name}'{_from(v)} failed on a {tuple(x.shape)} input: {first}"
+            f"variant '{name}'{_from(v)} failed on a {tuple(x.shape)} input: {one_line(e)}"
         ) from None
     shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
     if shape != tuple(x.shape):

@@ -1,8 +1,6 @@
 """`python -m variants`: the registry as a markdown table (`make docs` writes the built-ins'
-into the README).
-
-`python -m variants --plugins ./my_attention.py my_pkg.attention` lists your own modules too
-(as the config key `plugins` names them).
+into the README). `danet variants --plugins ./my_attention.py my_pkg.attention` lists your own
+modules too (loading plugins is danet's business: the registry imports nothing of danet/).
 """
 
 from __future__ import annotations
@@ -30,19 +28,7 @@ def table(builtin_only: bool = False) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from danet import plugins
-    from danet.errors import DanetError
-
-    p = argparse.ArgumentParser(prog="python -m variants", description=__doc__.splitlines()[0])
-    p.add_argument(
-        "--plugins", nargs="+", default=[], metavar="PLUGIN", help="modules or .py files"
-    )
-    args = p.parse_args(argv)
-    try:
-        plugins.load(plugins.resolve(args.plugins))
-    except DanetError as e:
-        print(f"python -m variants: error: {e}", file=sys.stderr)
-        return 2
+    argparse.ArgumentParser(prog="python -m variants", description=__doc__).parse_args(argv)
     print(table())
     return 0
 

@@ -42,15 +42,16 @@ class SelfAttention(nn.Module):
         self.out_conv = nn.Conv2d(v, channels, kernel_size=1, bias=False)
         self.gamma = nn.Parameter(torch.zeros(1))
 
-    def _subsample(self, t: torch.Tensor) -> torch.Tensor:
+    def subsample(self, t: torch.Tensor) -> torch.Tensor:
+        """Keys and values 2x2 max-pooled (pool=True); `danet visualize` pools as forward does."""
         # ceil_mode keeps a trailing odd row/column (and a size-1 side) instead of dropping it
         return F.max_pool2d(t, 2, stride=2, ceil_mode=True) if self.pool else t
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, _, h, w = x.shape
         query = self.query_conv(x).flatten(2).transpose(1, 2)  # B x N x C/8
-        key = self._subsample(self.key_conv(x)).flatten(2)  # B x C/8 x M, M ~ N/4
-        value = self._subsample(self.value_conv(x)).flatten(2)  # B x C/2 x M
+        key = self.subsample(self.key_conv(x)).flatten(2)  # B x C/8 x M, M ~ N/4
+        value = self.subsample(self.value_conv(x)).flatten(2)  # B x C/2 x M
         # softmax over the M keys of the unscaled query . key, as in SAGAN
         out = attend(query, key, value, self.impl).view(b, -1, h, w)  # B x C/2 x H x W
         return self.gamma * self.out_conv(out) + x

@@ -126,13 +126,13 @@ def base_scale_size(h: int, w: int, base_size: int | tuple[int, int]) -> tuple[i
 
 def inputs(cfg: C.Config, role: str, dataset) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """(normalised image as the backbone sees it, label as stored) of each image of a role."""
-    from danet.engine.inference import _resize, resize_to
+    from danet.engine.inference import resize_bilinear, resize_to
 
     for index in range(len(dataset)):
         img, lab = dataset[index]
         h, w = img.shape[-2:]
         if role == "val":  # as `whole` evaluation feeds it; scored at the label's own size
-            yield _resize(img[None], resize_to(h, w, cfg.eval.resize), False)[0], lab
+            yield resize_bilinear(img[None], resize_to(h, w, cfg.eval.resize), False)[0], lab
             continue
         size = list(base_scale_size(h, w, cfg.data.base_size))
         if size != [h, w]:  # bilinear is linear: resizing after normalising is the same map

@@ -18,7 +18,7 @@ from danet.config import DataConfig
 from danet.data.layouts import IGNORE, LAYOUTS, list_samples
 from danet.data.sampler import seed_from
 from danet.data.transforms import normalize, to_tensors, train_augment
-from danet.errors import DanetError
+from danet.errors import DanetError, one_line
 from danet.utils import progress_bar
 
 LARGE_TREE = 2000  # pairs from which the header check shows its progress
@@ -28,7 +28,7 @@ def _open(path: Path) -> Image.Image:
     try:
         return Image.open(path)
     except (OSError, ValueError) as e:
-        raise DanetError(f"{path}: unreadable ({e.__class__.__name__}: {e})") from None
+        raise DanetError(f"{path}: unreadable ({one_line(e)})") from None
 
 
 def label_size(path: Path) -> tuple[int, int] | None:

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from danet.data.layouts import IGNORE, Layout
-from danet.errors import DanetError
+from danet.errors import DanetError, one_line
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 CLASS_FILE, ID_MAP = "classes.txt", "id_map.txt"
@@ -33,7 +33,7 @@ def _lines(path: Path) -> list[tuple[int, str]]:
     try:
         text = path.read_text()
     except (OSError, UnicodeDecodeError) as e:
-        raise DanetError(f"{path}: unreadable ({type(e).__name__}: {e})") from None
+        raise DanetError(f"{path}: unreadable ({one_line(e)})") from None
     out = []
     for n, line in enumerate(text.splitlines(), 1):
         line = line.strip()

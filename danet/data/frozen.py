@@ -68,7 +68,7 @@ def evaluate_cached(
     upsamples (to the input the features came from, align_corners=True), then to the label's
     size as danet.engine.inference.predict does (align_corners=False). Images of one size go
     through `batch` at a time."""
-    from danet.engine.inference import _resize
+    from danet.engine.inference import resize_bilinear
 
     cm = ConfusionMatrix(num_classes, ignore_index)
     was_training = model.training
@@ -82,7 +82,7 @@ def evaluate_cached(
         feats = torch.from_numpy(np.stack([entry.features[i, :, :h, :w] for i in same]))
         logits = upsample(model.head(feats.to(device))[:1], (ih, iw))[0]
         # max(1).indices: argmax with the same first-maximum rule, several times faster on a CPU
-        pred = _resize(logits, (lh, lw), False).max(1).indices.cpu()
+        pred = resize_bilinear(logits, (lh, lw), False).max(1).indices.cpu()
         labels = np.stack([entry.labels[i, :lh, :lw] for i in same]).astype(np.int64)
         cm.update(pred, torch.from_numpy(labels))
     model.train(was_training)

@@ -20,14 +20,15 @@ data.name=folder (images/, labels/ and a class list of the user's own) is danet.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from danet.data import classes as names
-from danet.errors import DanetError, unknown_choice
+from danet.errors import DanetError, one_line, unknown_choice
 
 IGNORE = 255
 
@@ -186,6 +187,31 @@ LISTERS: dict[str, Lister] = {
 }
 BUILTIN = frozenset(LAYOUTS)
 SOURCES: dict[str, str] = {}  # a dataset plugin's file or module, by dataset name
+_SOURCE = ""  # the plugin being imported (registering): the datasets it registers name it
+
+
+@contextlib.contextmanager
+def registering(source: str) -> Iterator[None]:
+    """Datasets registered inside the block come from `source` (a plugin's file or module); if
+    the block fails, they are removed again, so that a later import starts clean."""
+    global _SOURCE
+    before, _SOURCE = set(LAYOUTS), source
+    try:
+        yield
+    except BaseException:
+        for name in set(LAYOUTS) - before:
+            unregister_dataset(name)
+        raise
+    finally:
+        _SOURCE = ""
+
+
+def unregister_dataset(name: str) -> None:
+    """Remove a plugin's dataset `name` (the built-ins stay)."""
+    if name in BUILTIN:
+        raise ValueError(f"dataset '{name}' is a built-in")
+    for registry in (LAYOUTS, LISTERS, SOURCES):
+        registry.pop(name, None)
 
 
 def register_dataset(
@@ -203,9 +229,7 @@ def register_dataset(
     (Pillow-readable images; single-channel label maps). classes: the names, in class-index
     order. label_ids: raw label value -> class index; default: value i is class i, any other
     value is unlabelled (ignored). splits: the names data.train_split / val_split may take."""
-    from danet.plugins import loading
-
-    source = loading()
+    source = _SOURCE
     where = f"register_dataset({name!r})" + (f" in plugin {source}" if source else "")
     if not isinstance(name, str) or not name.replace("_", "").replace("-", "").isalnum():
         raise DanetError(f"{where}: the name must be a word (letters, digits, _ or -)")
@@ -253,8 +277,9 @@ def _plugin_pairs(name: str, root: Path, split: str) -> list[tuple[Path, Path]]:
     except DanetError:
         raise
     except Exception as e:
-        first = f"{type(e).__name__}: {e}".splitlines()[0]
-        raise DanetError(f"{where}: list_samples({root}, {split!r}) failed: {first}") from None
+        raise DanetError(
+            f"{where}: list_samples({root}, {split!r}) failed: {one_line(e)}"
+        ) from None
     out = []
     for pair in pairs:
         if not (isinstance(pair, (tuple, list)) and len(pair) == 2):

@@ -10,8 +10,7 @@ from typing import Any
 
 import torch
 
-from danet.errors import DanetError
-from danet.models.convert import _one_line
+from danet.errors import DanetError, one_line
 from danet.utils import atomic_torch_save
 
 KEEP = 2
@@ -48,7 +47,7 @@ def load(path: Path) -> dict[str, Any]:
     except FileNotFoundError:
         raise DanetError(f"{path}: checkpoint not found") from None
     except Exception as e:  # torch raises several types for a torn or foreign file
-        raise DanetError(f"{path}: not a readable checkpoint ({_one_line(e)})") from None
+        raise DanetError(f"{path}: not a readable checkpoint ({one_line(e)})") from None
 
 
 def latest(

@@ -99,7 +99,7 @@ def slide_logits(
     return (total / count)[..., :h, :w]
 
 
-def _resize(x: Tensor, size: tuple[int, int], align_corners: bool) -> Tensor:
+def resize_bilinear(x: Tensor, size: tuple[int, int], align_corners: bool) -> Tensor:
     """Bilinear resize that returns `x` itself when the size already matches (exact)."""
     if tuple(x.shape[-2:]) == size:
         return x
@@ -121,8 +121,8 @@ def msflip_logits(
 
     def at_scale(x: Tensor, s: float) -> Tensor:
         size = (max(1, round(h * s)), max(1, round(w * s)))
-        out = slide_logits(model, _resize(x, size, True), crop_hw, stride_rate)
-        return _resize(out, (h, w), True)  # align_corners=True, as the model upsamples
+        out = slide_logits(model, resize_bilinear(x, size, True), crop_hw, stride_rate)
+        return resize_bilinear(out, (h, w), True)  # align_corners=True, as the model upsamples
 
     flipped = img.flip(-1) if flip else None
     total: Tensor | None = None
@@ -162,7 +162,7 @@ def predict(
     if not 0 < cfg.stride_rate <= 1:  # a stride over the crop would leave pixels uncovered
         raise DanetError(f"eval.stride_rate must be in (0, 1]: {cfg.stride_rate}")
     h, w = img.shape[-2:]
-    x = _resize(img, resize_to(h, w, cfg.resize), False)  # align_corners=False like mmseg
+    x = resize_bilinear(img, resize_to(h, w, cfg.resize), False)  # align_corners=False like mmseg
     if mode == "whole":
         out = whole_logits(model, x)
     elif mode == "slide":
@@ -171,4 +171,4 @@ def predict(
         out = msflip_logits(model, x, crop_hw, cfg.stride_rate, (1.0,), True)
     else:
         out = msflip_logits(model, x, crop_hw, cfg.stride_rate, cfg.scales, cfg.flip)
-    return _resize(out, (h, w), False)
+    return resize_bilinear(out, (h, w), False)

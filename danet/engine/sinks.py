@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 
+from danet.errors import no_space
 from danet.utils import progress_bar
 
 
@@ -30,17 +31,27 @@ class Sinks:
     def __enter__(self) -> Sinks:
         return self
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, kind: type | None, *exc: Any) -> None:
         self.bar.close()
-        if self.log:
-            self.log.close()
-        if self.board:
-            self.board.close()
+        for sink in (self.log, self.board):
+            if sink is None:
+                continue
+            try:
+                sink.close()
+            except OSError:  # a full disk again: the error already raised is the one to show
+                if kind is None:
+                    raise
 
     def event(self, **record: Any) -> None:
         if self.log:
-            self.log.write(json.dumps(record) + "\n")
-            self.log.flush()
+            try:
+                self.log.write(json.dumps(record) + "\n")
+                self.log.flush()
+            except OSError as e:
+                full = no_space(e, Path(self.log.name))
+                if full is None:
+                    raise
+                raise full from None
 
     def warn(self, message: str) -> None:
         if self.log:

@@ -12,8 +12,7 @@ import timm
 import torch
 from torch import nn
 
-from danet.errors import DanetError, unknown_choice
-from danet.models.convert import _one_line
+from danet.errors import DanetError, one_line, unknown_choice
 from danet.models.shipped_weights import IMAGENET, imagenet_state
 
 # What the datasets' images are normalised with (danet.data.transforms.normalize): the
@@ -121,7 +120,7 @@ def read_pretrained(path: str) -> dict[str, Any]:
         # that are no pickle at all: torch's own says what it found
         cause = e.__cause__ if isinstance(e.__cause__, pickle.UnpicklingError) else e
         raise DanetError(
-            f"model.pretrained {path}: not a readable weights file ({_one_line(cause)}); give a "
+            f"model.pretrained {path}: not a readable weights file ({one_line(cause)}); give a "
             "state dict saved with torch.save or safetensors, or leave it empty"
         ) from None
     return state

@@ -55,7 +55,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from danet.errors import DanetError
+from danet.errors import DanetError, one_line
 
 LAYOUTS = ("danet-bench", "pytorch-encoding")
 DROPPED = ("pretrained.fc.", "auxlayer.")  # PyTorch-Encoding keys with no counterpart here
@@ -77,15 +77,6 @@ def _numpy_scalar_globals() -> list:
 
 def _few(keys: list[str], n: int = 3) -> str:
     return ", ".join(keys[:n]) + (", ..." if len(keys) > n else "")
-
-
-def _one_line(error: Exception) -> str:
-    text = str(error)
-    if "WeightsUnpickler error:" in text:  # the useful part of a long multi-line message
-        text = text.split("WeightsUnpickler error:", 1)[1]
-    line = next((ln.strip() for ln in text.splitlines() if ln.strip()), "")
-    line = line[:200] + ("..." if len(line) > 200 else "")
-    return f"{type(error).__name__}: {line}" if line else type(error).__name__
 
 
 def unwrap(state: Mapping[str, Any]) -> dict[str, Any]:
@@ -136,7 +127,7 @@ def read_weights(path: str | Path) -> tuple[dict[str, Any], str]:
         with torch.serialization.safe_globals(_numpy_scalar_globals()):
             raw = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises several types for a torn or foreign file
-        raise DanetError(f"{path}: not a readable torch weights file ({_one_line(e)})") from None
+        raise DanetError(f"{path}: not a readable torch weights file ({one_line(e)})") from None
     if not isinstance(raw, Mapping):
         raise DanetError(f"{path}: holds a {type(raw).__name__}, not a state dict")
     if isinstance(raw.get("model"), Mapping):

@@ -38,6 +38,11 @@ def head_branches(variant: str, head: str = "auto") -> tuple[str, ...]:
     return branches
 
 
+def num_outputs(branches: tuple[str, ...]) -> int:
+    """Logit maps the head returns: the fused one, and one per branch of a dual head."""
+    return 3 if len(branches) == 2 else 1
+
+
 def conv_bn_relu(cin: int, cout: int) -> nn.Sequential:
     return nn.Sequential(
         nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU()
@@ -72,7 +77,7 @@ class DANetHead(nn.Module):
             self.conv6 = classifier(inter, num_classes)
             self.conv7 = classifier(inter, num_classes)
         self.conv8 = classifier(inter, num_classes)
-        self.num_outputs = 3 if len(branches) == 2 else 1
+        self.num_outputs = num_outputs(branches)
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         """Logits at feature resolution: [fused] or [fused, sa branch, sc branch]."""
