@@ -20,7 +20,9 @@ gradient. Caveats:
   larger offsets to the last embedding (Shaw et al., 2018); the attention stays global along
   the axis (the paper's local span-m variant is not offered).
 - Heads (`groups`, 8 as theirs) split C/2 channels evenly, with an even width per head; below
-  16 channels per block (the 8-channel modules the config check builds) they shrink to C/4.
+  16 channels per block (the 8-channel modules the config check builds) they shrink to C/4,
+  and where C/2 does not split into `groups` heads of an even width (the 80-channel head of
+  effnet-lite0: 40 = 8 x 5) to the largest count that does (5 heads of 8).
 """
 
 from __future__ import annotations
@@ -82,6 +84,9 @@ class AxialBlock(nn.Module):
         if width < 2:
             raise DanetError(f"variant 'axial' needs at least 4 channels, got {channels}")
         groups = min(groups, width // 2)  # each head keeps one query and one key channel
+        # a head width must be even (half query/key, half value): where C/2 does not split
+        # into `groups` such heads (80 channels: 40 = 8 x 5), the largest count below that does
+        groups = next((g for g in range(groups, 0, -1) if width % (2 * g) == 0), groups)
         if width % (2 * groups):
             raise DanetError(
                 f"variant 'axial': its {width} channels (half of {channels}) must split into "
