@@ -19,21 +19,21 @@ from danet.errors import DanetError
 def cmd_train(args: argparse.Namespace) -> int:
     from danet import config as C
     from danet.checks import check_config
-    from danet.engine.preemption import STOP_FILE
     from danet.engine.train import run
+    from danet.run_folder import RESULT, STOP
 
     cfg = C.build(args.config, args.overrides)
     check_config(cfg)
     run_dir = Path(args.run_dir) if args.run_dir else Path(args.runs_root) / "train" / C.run_id(cfg)
     print(f"run dir: {run_dir}")
-    (run_dir / STOP_FILE).unlink(missing_ok=True)  # a stop asked of an earlier session
+    (run_dir / STOP).unlink(missing_ok=True)  # a stop asked of an earlier session
     result = run(cfg, run_dir)
     if result is None:
-        print("stopped (asked by stop.json), checkpoint saved; the same command resumes")
+        print(f"stopped (asked by {STOP}), checkpoint saved; the same command resumes")
         return 130
     print(
         f"mIoU {100 * result['miou']:.2f}  pixel acc {100 * result['pixel_accuracy']:.2f}  "
-        f"({run_dir / 'result.json'})"
+        f"({run_dir / RESULT})"
     )
     return 0
 
@@ -59,6 +59,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
+    from danet.run_folder import HALTED, State
     from slurm.grid import (
         apply_launcher,
         default_parallel,
@@ -94,16 +95,16 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     finally:
         if view is not None:
             view.close()
-    failed = [o for o in outcomes if o.state == "failed"]
+    failed = [o for o in outcomes if o.state == State.FAILED]
     if args.seeds_until is not None and not failed:
         outcomes += seeds_until(
             specs, sweep_dir, launcher, args.seeds_until, max_seeds, args.retry_failed
         )
-        failed = [o for o in outcomes if o.state == "failed"]
+        failed = [o for o in outcomes if o.state == State.FAILED]
     if args.no_wait:
         print(f"submitted; follow with: danet status {sweep_dir}")
         return 0
-    halted = [o for o in outcomes if o.state in ("stopped", "cancelled", "killed", "unstarted")]
+    halted = [o for o in outcomes if o.state in HALTED]
     if halted:
         again = shlex.join(["danet", "sweep", args.grid, *args.overrides])
         print(f"interrupted: {len(halted)} runs not finished (their checkpoints are kept); "
@@ -168,7 +169,7 @@ def _sweep_folder(target: Path, runs_root: str):
 
 
 def cmd_cancel(args: argparse.Namespace) -> int:
-    from slurm.status import run_folders
+    from danet.run_folder import STOP, run_folders
     from slurm.stopping import cancel
 
     sweep_dir, grid = _sweep_folder(Path(args.sweep), args.runs_root)
@@ -183,7 +184,7 @@ def cmd_cancel(args: argparse.Namespace) -> int:
         pids = ", ".join(map(str, sorted(cancelled.sweeps)))
         how.append(f"SIGTERM to the local sweep (pid {pids})")
     resume = f"danet sweep {args.sweep}" if grid is not None else "the same danet sweep command"
-    print(f"cancelled {cancelled.count} runs ({'; '.join(how) or 'stop.json'}); running ones "
+    print(f"cancelled {cancelled.count} runs ({'; '.join(how) or STOP}); running ones "
           f"save a checkpoint at the end of their step. Resume with: {resume}")  # fmt: skip
     for host in sorted(cancelled.elsewhere):
         print(f"note: a local sweep on {host} runs some of them: its running runs stop, but "
