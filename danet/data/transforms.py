@@ -11,6 +11,8 @@ import torch
 import torch.nn.functional as F
 from torchvision.transforms.v2 import functional as TF
 
+from danet import IGNORE_INDEX
+
 
 def to_tensors(image, label) -> tuple[torch.Tensor, torch.Tensor]:
     """HxWx3 uint8 and HxW uint8 arrays -> float 3xHxW in [0, 1] and int64 HxW."""
@@ -35,7 +37,7 @@ def train_augment(
     scale_range,
     flip: bool,
     gen: torch.Generator,
-    ignore_index: int = 255,
+    ignore_index: int = IGNORE_INDEX,
     base_size: int | tuple[int, int] = 0,
 ):
     """Rescale by a random factor in scale_range (of base_size on the long side, as the
