@@ -44,7 +44,7 @@ system-packages:  ## as root on Debian: install what the Chromium, LaTeX and Slu
 	apt-get install -y -qq --no-install-recommends chromium texlive-latex-recommended && \
 	apt-get install -y -qq slurmctld slurmd slurm-client munge rsync
 
-docs: $(STAMP)  ## rewrite the generated blocks of the docs (variant and config tables)
+docs: $(STAMP)  ## rewrite the generated blocks of the docs (variant, config and launcher tables)
 	$(BIN)/python -m danet.generated_docs
 
 tables: $(STAMP)  ## markdown, LaTeX and CSV tables (mIoU and Δ with 95 % CIs, verdicts, cost) from runs/

@@ -24,7 +24,6 @@ import dataclasses
 import os
 import statistics
 import sys
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,8 +35,9 @@ import variants
 from danet import config as C
 from danet.data import build_dataset
 from danet.data.sampler import seed_from
+from danet.data.transforms import pair
 from danet.engine import distributed, speed
-from danet.engine.cost import flopcounter_flops, peak_memory_mb
+from danet.engine.cost import call_times, flopcounter_flops, peak_memory_mb
 from danet.engine.inference import predict
 from danet.engine.step import build_model, pick_device, train_loader, train_step
 from danet.models import Segmentor
@@ -144,28 +144,15 @@ QUICK = ["data.image_size=64", "data.crop_size=64", "data.train_size=16", "data.
 # ---------------------------------------------------------------- timing
 
 
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def timed(fn: Callable[[], Any], device: torch.device) -> float:
-    sync(device)
-    start = time.perf_counter()
-    fn()
-    sync(device)
-    return time.perf_counter() - start
-
-
 def side_by_side(
-    fns: dict[str, Callable[[], Any]], rounds: int, block: int, device: torch.device
+    fns: dict[str, Callable[[], Any]], rounds: int, block: int
 ) -> dict[str, list[float]]:
     """Per-call times of each function, run in alternating blocks (A B, B A, A B, ...)."""
     times: dict[str, list[float]] = {name: [] for name in fns}
     order = list(fns)
     for r in range(rounds):
         for name in order if r % 2 == 0 else order[::-1]:
-            times[name] += [timed(fns[name], device) for _ in range(block)]
+            times[name] += call_times(fns[name], block)
     return times
 
 
@@ -237,8 +224,7 @@ def forward_gflops(cfg: C.Config, num_classes: int) -> float:
     model_cfg = dataclasses.replace(cfg.model, variant_opts=opts, pretrained="")
     with torch.device("meta"):
         model = Segmentor(model_cfg, num_classes).eval()
-    crop = cfg.data.crop_size
-    h, w = (crop, crop) if isinstance(crop, int) else crop
+    h, w = pair(cfg.data.crop_size)
     x = torch.empty(cfg.train.batch_size, 3, h, w, device="meta")
     return flopcounter_flops(model, x) / 1e9
 
@@ -340,7 +326,7 @@ class Bench:
             trainer = Trainer(vcfg, self.device, train_set)
             for _ in range(s.warmup):
                 trainer.step()
-            times = [timed(trainer.step, self.device) for _ in range(s.steps)]
+            times = call_times(trainer.step, s.steps)
             step_s[name] = median(times)
             memory = self.peak_mb(trainer)
             achieved = 3 * gflops / step_s[name]
@@ -388,7 +374,7 @@ class Bench:
         b = Trainer(variant_config(cfg, IDENTITY), self.device, train_set)
         for _ in range(s.warmup):
             a.step(), b.step()
-        times = side_by_side({"danet": a.step, IDENTITY: b.step}, s.rounds, s.block, self.device)
+        times = side_by_side({"danet": a.step, IDENTITY: b.step}, s.rounds, s.block)
         ratio = median(times["danet"]) / median(times[IDENTITY])
         self.add(
             "check", s.name, variant="danet", name="attention_overhead", **common,
@@ -410,7 +396,6 @@ class Bench:
             {"loader": loaded.step, "memory": lambda: memory.step(kept[len(memory.losses)])},
             s.rounds,
             s.block,
-            self.device,
         )
         ratio = median(times["loader"]) / median(times["memory"])
         same, _ = losses_compared(loaded.losses, memory.losses)
@@ -426,8 +411,7 @@ class Bench:
         )  # fmt: skip
 
     def inference(self, s: Setting, vcfg: C.Config, num_classes: int, common: dict) -> None:
-        crop = vcfg.data.crop_size
-        ch, cw = (crop, crop) if isinstance(crop, int) else crop
+        ch, cw = pair(vcfg.data.crop_size)
         h, w = s.inference_hw if s.inference_hw != (0, 0) else (ch, 2 * cw)
         seed_everything(0)
         model = speed.prepare(Segmentor(vcfg.model, num_classes).to(self.device), vcfg.train)
@@ -438,10 +422,10 @@ class Bench:
 
             def run(mode: str = mode) -> None:
                 with speed.autocast(vcfg.train.amp, self.device):
-                    predict(model, img, mode, vcfg.eval, crop)
+                    predict(model, img, mode, vcfg.eval, vcfg.data.crop_size)
 
             run()
-            times = [timed(run, self.device) for _ in range(max(2, s.steps))]
+            times = call_times(run, max(2, s.steps))
             self.add(
                 "inference", s.name, variant=vcfg.model.variant, mode=mode, size=f"{h}x{w}",
                 threads=common["threads"], batch=1, steps=len(times), step_ms=1e3 * median(times),
@@ -462,11 +446,11 @@ class Bench:
             return
         self.log(f"[bench] {s.name}: option {option.name}, side by side with the defaults")
         a, b = Trainer(on, self.device, train_set), Trainer(base, self.device, train_set)
-        first = timed(a.step, self.device)  # includes compilation for compile
+        first = call_times(a.step, 1)[0]  # includes compilation for compile
         b.step()
         for _ in range(s.warmup - 1):
             a.step(), b.step()
-        times = side_by_side({"on": a.step, "off": b.step}, s.rounds, s.block, self.device)
+        times = side_by_side({"on": a.step, "off": b.step}, s.rounds, s.block)
         same, diff = losses_compared(a.losses, b.losses)
         on_s, off_s = median(times["on"]), median(times["off"])
         self.add(

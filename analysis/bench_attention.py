@@ -13,13 +13,12 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import time
 
 import torch
 from torch import nn
 
 import variants
-from danet.engine.cost import peak_memory_mb
+from danet.engine.cost import call_times, peak_memory_mb
 
 
 def open_gates(module: nn.Module) -> nn.Module:
@@ -59,11 +58,7 @@ def measure(
             torch.cuda.synchronize()
 
     peak, _ = peak_memory_mb(step, x.device, module, x, beyond=True)
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - t0)
+    times = call_times(step, repeats)
     return {"peak_mb": peak, "time_s": statistics.median(times) if times else float("nan")}
 
 

@@ -7,7 +7,6 @@ file is reported by path and field and skipped as a whole, and nothing else is l
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -17,6 +16,7 @@ import pandas as pd
 
 from analysis.stats import DUAL
 from danet import RESULT_SCHEMA
+from danet.run_folder import RESULT, load_result
 
 FIX = "delete the file to re-run, or fix it"
 COLUMNS = (
@@ -164,11 +164,11 @@ def skeleton(data: dict[str, Any]) -> dict[str, Any]:
     return {"variant": label, "module": data["variant"], "head": head, "losses": losses}
 
 
-def _read(path: Path) -> tuple[dict[str, Any] | None, str]:
-    """(the result in a result.json, '') or (None, why it is skipped)."""
+def _read(run_dir: Path) -> tuple[dict[str, Any] | None, str]:
+    """(the result in a run's result.json, '') or (None, why it is skipped)."""
     try:
-        data = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        data = load_result(run_dir)
+    except (OSError, ValueError) as e:  # unreadable, undecodable or not JSON
         return None, f"unreadable ({e}); skipped"
     if not isinstance(data, dict) or data.get("schema") != RESULT_SCHEMA:
         found = data.get("schema") if isinstance(data, dict) else None
@@ -180,15 +180,23 @@ def _read(path: Path) -> tuple[dict[str, Any] | None, str]:
 def collect(*roots: str | Path) -> tuple[pd.DataFrame, list[str]]:
     """One row per valid result.json under the roots, and one problem line per file skipped
     (its path, the field and the fix): a run is either wholly in the table or listed there."""
-    rows, problems = [], []
+    df, problems, _ = collect_results(*roots)
+    return df, problems
+
+
+def collect_results(*roots: str | Path) -> tuple[pd.DataFrame, list[str], dict[str, dict]]:
+    """collect(), and each valid result as read (by run folder, the rows' `path`), so that
+    nothing reads a result.json twice."""
+    rows, problems, results = [], [], {}
     for root in roots:
-        for path in sorted(Path(root).rglob("result.json")):
+        for path in sorted(Path(root).rglob(RESULT)):
             if any(part.startswith(".") for part in path.relative_to(root).parts):
                 continue  # a sweep's code snapshots (.code/) and job logs hold no runs of theirs
-            data, problem = _read(path)
+            data, problem = _read(path.parent)
             if data is None:
                 problems.append(f"{path}: {problem}")
                 continue
+            results[str(path.parent)] = data
             row = {c: data[c] for c in COLUMNS}
             row.update(skeleton(data))
             spent = data.get("cost") or {}
@@ -200,7 +208,7 @@ def collect(*roots: str | Path) -> tuple[pd.DataFrame, list[str]]:
             per_class = data["per_class_iou"]
             row.update({f"iou/{k}": per_class[k] for k in data["classes"]})
             rows.append(row)
-    return pd.DataFrame(rows), problems
+    return pd.DataFrame(rows), problems, results
 
 
 def runs_read(n_runs: int, problems: Sequence[str]) -> str:

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import io
-import json
 import math
 import sys
 from pathlib import Path
@@ -48,6 +47,7 @@ from analysis.tables import (  # noqa: E402
     side,
     variant_order,  # noqa: E402
 )
+from danet.run_folder import read_log  # noqa: E402
 from danet.utils import atomic_write_bytes  # noqa: E402
 
 SCALING_SIZES = (33, 129)
@@ -337,16 +337,12 @@ def fig_per_class(per_class: pd.DataFrame) -> plt.Figure | None:
 # --- learning curves ---------------------------------------------------------------------------
 
 
-def _log_records(path: Path) -> tuple[list[dict], list[dict]]:
-    """(training steps, eval events) of one log.jsonl; torn lines skipped. A step's loss is
-    its fused output's cross-entropy (`losses[0]`), `loss` only for lines without `losses`."""
+def _log_records(records: list[dict]) -> tuple[list[dict], list[dict]]:
+    """(training steps, eval events) of one log.jsonl (read_log). A step's loss is its fused
+    output's cross-entropy (`losses[0]`), `loss` only for lines without `losses`."""
     steps, evals = [], []
-    for line in path.read_text().splitlines():
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if not isinstance(rec, dict) or "iteration" not in rec:
+    for rec in records:
+        if "iteration" not in rec:
             continue
         if rec.get("event") == "eval" and "miou" in rec:
             evals.append({"iteration": rec["iteration"], "mode": rec.get("mode", ""),
@@ -367,10 +363,7 @@ def read_logs(df: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     keys = group_keys(df)
     steps, evals = [], []
     for row in df.itertuples():
-        log = Path(row.path) / "log.jsonl"
-        if not log.is_file():
-            continue
-        s, e = _log_records(log)
+        s, e = _log_records(read_log(Path(row.path)))
         tags = {"path": row.path, "variant": row.variant, "seed": row.seed,
                 **{k: getattr(row, k) for k in keys}}  # fmt: skip
         if s:

@@ -44,7 +44,14 @@ from torch import nn
 
 import variants
 from analysis.bench_attention import open_gates
-from danet.engine.cost import flopcounter_flops, fvcore_counts, params_of, peak_memory_mb
+from danet.data.transforms import pair
+from danet.engine.cost import (
+    call_times,
+    flopcounter_flops,
+    fvcore_counts,
+    params_of,
+    peak_memory_mb,
+)
 from danet.utils import command_parser, stopped_early
 
 C_MODULE = 512
@@ -120,7 +127,7 @@ def build(
 
 
 def input_shape(scope: str, size: int | tuple[int, int]) -> tuple[int, ...]:
-    h, w = (size, size) if isinstance(size, int) else size
+    h, w = pair(size)
     return (1, {"module": C_MODULE, "head": HEAD_IN, "model": 3}[scope], h, w)
 
 
@@ -181,10 +188,6 @@ def measure_row(
     variant: str, scope: str, size, backbone: str, device: str, repeats: int
 ) -> dict[str, Any]:
     """Peak memory of forward and forward+backward, and the forward latency (median)."""
-    from danet.utils import torch_benchmark
-
-    benchmark = torch_benchmark()
-
     module = build(variant, scope, backbone, device=device)
     x = torch.randn(input_shape(scope, size), device=device)
 
@@ -210,10 +213,7 @@ def measure_row(
     mem_fwdbwd, _ = peak_memory_mb(forward_backward, x.device, module, xg, beyond=True)
     module.zero_grad(set_to_none=True)
     module.eval()
-    timer = benchmark.Timer(
-        stmt="forward()", globals={"forward": forward}, num_threads=torch.get_num_threads()
-    )
-    times = [timer.timeit(1).median for _ in range(repeats)]
+    times = call_times(forward, repeats)
     return {
         "mem_fwd_mb": mem_fwd,
         "mem_fwdbwd_mb": mem_fwdbwd,

@@ -10,7 +10,6 @@ old-schema result.json files are reported on stderr by path and skipped.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -18,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from analysis.collect import COST, collect, runs_read
+from analysis.collect import COST, collect_results, runs_read
 from analysis.stats import BASELINE, DUAL, decompose, group_keys, mean_ci, summarize
 from danet.utils import atomic_write_bytes, command_parser
 
@@ -56,12 +55,10 @@ def load(*roots: str | Path) -> tuple[pd.DataFrame, list[str], dict[str, dict]]:
     """collect() plus what the tables need from each valid result.json: miou_msflip (when
     eval has msflip) and the raw result (keyed by run folder) for the report. The problems of
     collect() are passed on unchanged; nothing else is dropped."""
-    df, problems = collect(*roots)
-    raw: dict[str, dict] = {}
+    df, problems, raw = collect_results(*roots)
     msflip = []
     for path in df.get("path", pd.Series(dtype=str)):
-        data = json.loads((Path(path) / "result.json").read_text())
-        raw[path] = data
+        data = raw[path]
         ms = (data.get("eval") or {}).get("msflip") or {}
         msflip.append(ms.get("miou", np.nan))
     if not df.empty:

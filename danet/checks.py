@@ -10,10 +10,11 @@ from collections.abc import Callable
 import variants
 from danet import config as C
 from danet import plugins
+from danet.config import EVAL_MODES as MODES
 from danet.data import check_data_config
 from danet.data.transforms import check_scale_mode, pair
 from danet.engine import speed
-from danet.engine.inference import MODES, resize_to
+from danet.engine.inference import resize_to
 from danet.errors import DanetError, unknown_choice
 from danet.models import BACKBONES
 from danet.models.head import head_branches, num_outputs

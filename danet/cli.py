@@ -11,6 +11,7 @@ import json
 import os
 import shlex
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from danet.errors import DanetError
@@ -19,21 +20,21 @@ from danet.errors import DanetError
 def cmd_train(args: argparse.Namespace) -> int:
     from danet import config as C
     from danet.checks import check_config
-    from danet.engine.preemption import STOP_FILE
     from danet.engine.train import run
+    from danet.run_folder import RESULT, STOP
 
     cfg = C.build(args.config, args.overrides)
     check_config(cfg)
     run_dir = Path(args.run_dir) if args.run_dir else Path(args.runs_root) / "train" / C.run_id(cfg)
     print(f"run dir: {run_dir}")
-    (run_dir / STOP_FILE).unlink(missing_ok=True)  # a stop asked of an earlier session
+    (run_dir / STOP).unlink(missing_ok=True)  # a stop asked of an earlier session
     result = run(cfg, run_dir)
     if result is None:
-        print("stopped (asked by stop.json), checkpoint saved; the same command resumes")
+        print(f"stopped (asked by {STOP}), checkpoint saved; the same command resumes")
         return 130
     print(
         f"mIoU {100 * result['miou']:.2f}  pixel acc {100 * result['pixel_accuracy']:.2f}  "
-        f"({run_dir / 'result.json'})"
+        f"({run_dir / RESULT})"
     )
     return 0
 
@@ -59,25 +60,13 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    from slurm.grid import (
-        apply_launcher,
-        default_parallel,
-        describe,
-        expand,
-        launcher_overrides,
-        load_grid,
-    )
-    from slurm.launch import launch
-    from slurm.live import LiveView
-    from slurm.seeds_until import check_seeds_until, seeds_until
+    from danet.run_folder import HALTED, State
+    from slurm.grid import default_parallel, describe, expand, launcher_overrides, load_grid
+    from slurm.seeds_until import check_seeds_until
 
     grid = load_grid(args.grid)
     mine, overrides = launcher_overrides(args.overrides)
-    if args.cluster:
-        mine["cluster"] = args.cluster
-    if args.max_parallel:
-        mine["max_parallel"] = args.max_parallel
-    launcher = apply_launcher(grid.launcher, mine, "command line")
+    launcher = _launcher(grid, mine, args)
     specs = expand(grid, Path(args.runs_root), overrides)
     if not launcher.max_parallel:
         launcher.max_parallel = default_parallel(specs[0].cfg, launcher)
@@ -86,6 +75,47 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         print(describe(specs))
         return 0
     sweep_dir = Path(args.runs_root) / grid.name
+    outcomes = _run_sweep(specs, sweep_dir, launcher, max_seeds, args)
+    if args.no_wait:
+        print(f"submitted; follow with: danet status {sweep_dir}")
+        return 0
+    if any(o.state in HALTED for o in outcomes):
+        again = shlex.join(["danet", "sweep", args.grid, *args.overrides])
+        halted = sum(o.state in HALTED for o in outcomes)
+        print(f"interrupted: {halted} runs not finished (their checkpoints are kept); "
+              f"the same command resumes them: {again}", file=sys.stderr)  # fmt: skip
+        return 130
+    if not args.no_report:
+        order = [str(v) for v in grid.axes.get("model.variant", [])]
+        _report(sweep_dir, Path(args.reports) / grid.name, order)
+    failed = sum(o.state == State.FAILED for o in outcomes)
+    if failed:
+        print(f"{failed} of {len(outcomes)} runs failed; fix the cause and run the sweep again "
+              "with --retry-failed (it resumes them)", file=sys.stderr)  # fmt: skip
+        return 1
+    return 0
+
+
+def _launcher(grid, mine: dict, args: argparse.Namespace):
+    """The grid's launcher with the command line's launcher.<key>=value, --cluster and
+    --max-parallel applied."""
+    from slurm.grid import apply_launcher
+
+    if args.cluster:
+        mine["cluster"] = args.cluster
+    if args.max_parallel:
+        mine["max_parallel"] = args.max_parallel
+    return apply_launcher(grid.launcher, mine, "command line")
+
+
+def _run_sweep(specs, sweep_dir: Path, launcher, max_seeds: int, args: argparse.Namespace):
+    """Launch the grid's runs (with the live view when waiting), then the seeds that
+    --seeds-until adds; the outcomes of all of them."""
+    from danet.run_folder import State
+    from slurm.launch import launch
+    from slurm.live import LiveView
+    from slurm.seeds_until import seeds_until
+
     waits = not args.no_wait or launcher.cluster != "slurm"  # local jobs end with the sweep
     view = LiveView(specs, launcher, every_s=args.progress_every) if waits else None
     try:
@@ -94,32 +124,11 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     finally:
         if view is not None:
             view.close()
-    failed = [o for o in outcomes if o.state == "failed"]
-    if args.seeds_until is not None and not failed:
+    if args.seeds_until is not None and not any(o.state == State.FAILED for o in outcomes):
         outcomes += seeds_until(
             specs, sweep_dir, launcher, args.seeds_until, max_seeds, args.retry_failed
         )
-        failed = [o for o in outcomes if o.state == "failed"]
-    if args.no_wait:
-        print(f"submitted; follow with: danet status {sweep_dir}")
-        return 0
-    halted = [o for o in outcomes if o.state in ("stopped", "cancelled", "killed", "unstarted")]
-    if halted:
-        again = shlex.join(["danet", "sweep", args.grid, *args.overrides])
-        print(f"interrupted: {len(halted)} runs not finished (their checkpoints are kept); "
-              f"the same command resumes them: {again}", file=sys.stderr)  # fmt: skip
-        return 130
-    if not args.no_report:
-        order = [str(v) for v in grid.axes.get("model.variant", [])]
-        _report(sweep_dir, Path(args.reports) / grid.name, order)
-    if failed:
-        print(
-            f"{len(failed)} of {len(outcomes)} runs failed; fix the cause and run the sweep "
-            "again with --retry-failed (it resumes them)",
-            file=sys.stderr,
-        )
-        return 1
-    return 0
+    return outcomes
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -168,7 +177,7 @@ def _sweep_folder(target: Path, runs_root: str):
 
 
 def cmd_cancel(args: argparse.Namespace) -> int:
-    from slurm.status import run_folders
+    from danet.run_folder import STOP, run_folders
     from slurm.stopping import cancel
 
     sweep_dir, grid = _sweep_folder(Path(args.sweep), args.runs_root)
@@ -183,7 +192,7 @@ def cmd_cancel(args: argparse.Namespace) -> int:
         pids = ", ".join(map(str, sorted(cancelled.sweeps)))
         how.append(f"SIGTERM to the local sweep (pid {pids})")
     resume = f"danet sweep {args.sweep}" if grid is not None else "the same danet sweep command"
-    print(f"cancelled {cancelled.count} runs ({'; '.join(how) or 'stop.json'}); running ones "
+    print(f"cancelled {cancelled.count} runs ({'; '.join(how) or STOP}); running ones "
           f"save a checkpoint at the end of their step. Resume with: {resume}")  # fmt: skip
     for host in sorted(cancelled.elsewhere):
         print(f"note: a local sweep on {host} runs some of them: its running runs stop, but "
@@ -298,10 +307,100 @@ def cmd_tool(args: argparse.Namespace) -> int:
     return importlib.import_module(TOOLS[args.command][0]).main(args.rest)
 
 
-def _sweep_arguments(p: argparse.ArgumentParser, what: str) -> None:
-    """The sweep a command acts on (status, cancel): a grid file or a sweep folder."""
-    p.add_argument("sweep", help=what)
-    p.add_argument("--runs-root", default="runs", help="where the grid's runs are (default: runs)")
+# The subcommands as data: name -> (function, one-line help, description, arguments); an
+# argument is (its names, add_argument's keywords). `parser()` builds argparse from it.
+Argument = tuple[tuple[str, ...], dict]
+CONFIG = (("--config",), {"help": "YAML file of config keys (docs/configuration.md)"})
+OVERRIDES = (("overrides",), {"nargs": "*", "metavar": "key=value",
+                              "help": "e.g. model.variant=pam"})  # fmt: skip
+RUNS_ROOT = (("--runs-root",), {"default": "runs",
+                                "help": "where the grid's runs are (default: runs)"})  # fmt: skip
+
+
+def _commands() -> dict[str, tuple[Callable, str, str, list[Argument]]]:
+    from danet.config import EVAL_MODES
+    from slurm.grid import CLUSTERS  # light: reading grids needs no torch
+
+    sweep = "the grid file (every run of the grid, new ones too) or runs/<sweep name>"
+    return {
+        "train": (cmd_train, "train and evaluate one run (resumes if interrupted)",
+                  "Train and evaluate one run; the same command resumes it.", [
+            CONFIG,
+            (("--run-dir",), {"help": "run folder (default: RUNS_ROOT/train/<run_id>)"}),
+            (("--runs-root",), {"default": "runs", "help": "where run folders go (default: runs)"}),
+            OVERRIDES,
+        ]),
+        "eval": (cmd_eval, "evaluate a run's newest checkpoint, or a checkpoint file",
+                 "Evaluate a run folder's newest checkpoint, a checkpoint or weights file.", [
+            (("target",), {"help": "RUN_DIR, RUN_DIR/ckpt/iter_N.pt, or a weights file"}),
+            (("overrides",), {"nargs": "*", "metavar": "key=value",
+                              "help": "e.g. data.root=/data/cs"}),
+            (("--mode",), {"action": "append", "choices": list(EVAL_MODES),
+                           "help": "repeatable; default: the run's eval.modes"}),
+            (("--split",), {"default": "val", "choices": ["val", "train"], "help": "default: val"}),
+            (("--config",), {"help": "YAML config for a weights file outside a run folder"}),
+            (("--save",), {"metavar": "DIR",
+                           "help": "write the first mode's predictions as PNGs (label ids)"}),
+        ]),
+        "sweep": (cmd_sweep, "run a grid of experiments (skips done runs, resumes others)",
+                  "Run a grid of experiments (experiments/*.yaml) on this machine or on Slurm: "
+                  "done runs are skipped, interrupted ones resumed. Ctrl-C stops the runs at a "
+                  "checkpoint; the same command resumes them.", _sweep_arguments(CLUSTERS)),
+        "status": (cmd_status, "a sweep's runs: state, progress, loss, mIoU, ETA, errors",
+                   "Every run of a sweep: state, progress, last loss, mIoU, time, ETA, job, and "
+                   "for failures the error and the log.", [
+            (("sweep",), {"help": sweep}), RUNS_ROOT,
+            (("--json",), {"action": "store_true",
+                           "help": "machine-readable: one object per run"}),
+        ]),
+        "cancel": (cmd_cancel, "cancel a sweep's queued and running runs (Slurm or local)",
+                   "Cancel a sweep's queued and running runs: running ones save a checkpoint at "
+                   "the end of their step; Slurm jobs are scancel'ed, a local sweep is stopped. "
+                   "They show as cancelled, not failed; the same `danet sweep` resumes them.", [
+            (("sweep",), {"help": "the grid file or runs/<sweep name>"}), RUNS_ROOT,
+        ]),
+        "config": (cmd_config, "print the resolved config of a run as YAML, with its run id",
+                   "Print the resolved config (defaults, --config file, key=value overrides) as "
+                   "YAML, after the same checks as `danet train`.", [CONFIG, OVERRIDES]),
+        "variants": (cmd_variants, "the attention registry as a markdown table, your plugins' too",
+                     "Every registered attention variant: family, what it attends over, cost, "
+                     "options and paper; with --plugins, your own modules as well.", [
+            (("--plugins",), {"nargs": "+", "default": [], "metavar": "PLUGIN", "help":
+                              "modules or .py files, as the config key plugins names them"}),
+        ]),
+    }  # fmt: skip
+
+
+def _sweep_arguments(clusters: tuple[str, ...]) -> list[Argument]:
+    """`danet sweep`'s arguments."""
+    return [
+        (("grid",), {"help": "grid file, e.g. experiments/ablation.yaml"}),
+        (("overrides",), {"nargs": "*", "metavar": "key=value", "help": "config keys for every "
+                          "run, or launcher.<key>=value (e.g. launcher.partition=gpu)"}),
+        (("--cluster",), {"choices": list(clusters), "help": "override the grid's launcher"}),
+        (("--max-parallel",), {"type": int, "default": 0, "help": "local: runs at once"}),
+        (("--retry-failed",), {"action": "store_true", "help": "resubmit runs that failed"}),
+        (("--no-wait",), {"action": "store_true",
+                          "help": "submit and return; follow with danet status"}),
+        (("--runs-root",), {"default": "runs", "help": "runs go to RUNS_ROOT/<sweep>/"}),
+        (("--reports",), {"default": "reports", "help": "the report goes to REPORTS/<sweep>/"}),
+        (("--dry-run",), {"action": "store_true",
+                          "help": "list the runs and their resolved settings, launch nothing"}),
+        (("--no-report",), {"action": "store_true", "help": "write no tables or figures"}),
+        (("--progress-every",), {
+            "type": float, "default": 30.0, "metavar": "S",
+            "help": "outside a terminal: a progress line every S seconds and at each start and "
+            "end (0: only the start and done lines); a terminal shows a live view instead"}),
+        (("--seeds-until",), {
+            "type": float, "metavar": "W",
+            "help": "after the grid's runs, add seeds (the next unused one, to the variant and "
+            "to the baseline 'none' where it lacks it) to every variant whose 95%% CI of the "
+            "mIoU gain over the baseline is wider than +-W points (or has none yet), until none "
+            "is or --max-seeds is reached; the rule looks only at the width, never at whether "
+            "the interval excludes zero"}),
+        (("--max-seeds",), {"type": int, "metavar": "M", "help":
+                            "with --seeds-until: at most M seeds per variant (default 10)"}),
+    ]  # fmt: skip
 
 
 def parser() -> argparse.ArgumentParser:
@@ -310,124 +409,15 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument("-V", "--version", action=_Version, nargs=0, help="version and commit")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
-    t = sub.add_parser("train", help="train and evaluate one run (resumes if interrupted)",
-                       description="Train and evaluate one run; the same command resumes it.")
-    t.add_argument("--config", help="YAML file of config keys (docs/configuration.md)")
-    t.add_argument("--run-dir", help="run folder (default: RUNS_ROOT/train/<run_id>)")
-    t.add_argument("--runs-root", default="runs", help="where run folders go (default: runs)")
-    t.add_argument("overrides", nargs="*", metavar="key=value", help="e.g. model.variant=pam")
-    t.set_defaults(func=cmd_train)
-
-    e = sub.add_parser(
-        "eval", help="evaluate a run's newest checkpoint, or a checkpoint file",
-        description="Evaluate a run folder's newest checkpoint, a checkpoint or weights file.",
-    )  # fmt: skip
-    e.add_argument("target", help="RUN_DIR, RUN_DIR/ckpt/iter_N.pt, or a weights file")
-    e.add_argument("overrides", nargs="*", metavar="key=value", help="e.g. data.root=/data/cs")
-    e.add_argument(
-        "--mode",
-        action="append",
-        choices=["whole", "slide", "flip", "msflip"],
-        help="repeatable; default: the run's eval.modes",
-    )
-    e.add_argument("--split", default="val", choices=["val", "train"], help="default: val")
-    e.add_argument("--config", help="YAML config for a weights file outside a run folder")
-    e.add_argument(
-        "--save", metavar="DIR", help="write the first mode's predictions as PNGs (label ids)"
-    )
-    e.set_defaults(func=cmd_eval)
-
-    s = sub.add_parser(
-        "sweep", help="run a grid of experiments (skips done runs, resumes others)",
-        description="Run a grid of experiments (experiments/*.yaml) on this machine or on "
-        "Slurm: done runs are skipped, interrupted ones resumed. Ctrl-C stops the runs at a "
-        "checkpoint; the same command resumes them.",
-    )  # fmt: skip
-    s.add_argument("grid", help="grid file, e.g. experiments/ablation.yaml")
-    s.add_argument(
-        "overrides",
-        nargs="*",
-        metavar="key=value",
-        help="config keys for every run, or launcher.<key>=value (e.g. launcher.partition=gpu)",
-    )
-    s.add_argument(
-        "--cluster", choices=["local", "slurm", "debug"], help="override the grid's launcher"
-    )
-    s.add_argument("--max-parallel", type=int, default=0, help="local: runs at once")
-    s.add_argument("--retry-failed", action="store_true", help="resubmit runs that failed")
-    s.add_argument(
-        "--no-wait", action="store_true", help="submit and return; follow with danet status"
-    )
-    s.add_argument("--runs-root", default="runs", help="runs go to RUNS_ROOT/<sweep>/")
-    s.add_argument("--reports", default="reports", help="the report goes to REPORTS/<sweep>/")
-    s.add_argument("--dry-run", action="store_true", help="list the runs and their resolved "
-                   "settings, launch nothing")  # fmt: skip
-    s.add_argument("--no-report", action="store_true", help="write no tables or figures")
-    s.add_argument(
-        "--progress-every", type=float, default=30.0, metavar="S",
-        help="outside a terminal: a progress line every S seconds and at each start and end "
-        "(0: only the start and done lines); a terminal shows a live view instead",
-    )  # fmt: skip
-    s.add_argument(
-        "--seeds-until",
-        type=float,
-        metavar="W",
-        help="after the grid's runs, add seeds (the next unused one, to the variant and to the "
-        "baseline 'none' where it lacks it) to every variant whose 95%% CI of the mIoU gain "
-        "over the baseline is wider than +-W points (or has none yet), until none is or "
-        "--max-seeds is reached; the rule looks only at the width, never at whether the "
-        "interval excludes zero",
-    )
-    s.add_argument(
-        "--max-seeds",
-        type=int,
-        metavar="M",
-        help="with --seeds-until: at most M seeds per variant (default 10)",
-    )
-    s.set_defaults(func=cmd_sweep)
-
-    st = sub.add_parser(
-        "status", help="a sweep's runs: state, progress, loss, mIoU, ETA, errors",
-        description="Every run of a sweep: state, progress, last loss, mIoU, time, ETA, job, "
-        "and for failures the error and the log.",
-    )  # fmt: skip
-    _sweep_arguments(st, "the grid file (every run of the grid, new ones too) or runs/<sweep name>")
-    st.add_argument("--json", action="store_true", help="machine-readable: one object per run")
-    st.set_defaults(func=cmd_status)
-
-    c = sub.add_parser(
-        "cancel", help="cancel a sweep's queued and running runs (Slurm or local)",
-        description="Cancel a sweep's queued and running runs: running ones save a checkpoint "
-        "at the end of their step; Slurm jobs are scancel'ed, a local sweep is stopped. They "
-        "show as cancelled, not failed; the same `danet sweep` resumes them.",
-    )  # fmt: skip
-    _sweep_arguments(c, "the grid file or runs/<sweep name>")
-    c.set_defaults(func=cmd_cancel)
-
-    cf = sub.add_parser(
-        "config", help="print the resolved config of a run as YAML, with its run id",
-        description="Print the resolved config (defaults, --config file, key=value overrides) "
-        "as YAML, after the same checks as `danet train`.",
-    )  # fmt: skip
-    cf.add_argument("--config", help="YAML file of config keys (docs/configuration.md)")
-    cf.add_argument("overrides", nargs="*", metavar="key=value", help="e.g. model.variant=pam")
-    cf.set_defaults(func=cmd_config)
-
-    v = sub.add_parser(
-        "variants", help="the attention registry as a markdown table, your plugins' too",
-        description="Every registered attention variant: family, what it attends over, cost, "
-        "options and paper; with --plugins, your own modules as well.",
-    )  # fmt: skip
-    v.add_argument("--plugins", nargs="+", default=[], metavar="PLUGIN",
-                   help="modules or .py files, as the config key plugins names them")  # fmt: skip
-    v.set_defaults(func=cmd_variants)
-
-    for name, (_, help_text) in TOOLS.items():
+    for name, (func, help_text, description, arguments) in _commands().items():
+        command = sub.add_parser(name, help=help_text, description=description)
+        for names, keywords in arguments:
+            command.add_argument(*names, **keywords)
+        command.set_defaults(func=func)
+    for name, (_, help_text) in TOOLS.items():  # each parses its own arguments
         tool = sub.add_parser(name, help=help_text, add_help=False)
         tool.add_argument("rest", nargs=argparse.REMAINDER)
         tool.set_defaults(func=cmd_tool)
-
     return p
 
 

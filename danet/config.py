@@ -14,7 +14,10 @@ from typing import Any
 
 import yaml
 
+from danet import IGNORE_INDEX
 from danet.errors import DanetError, coerce, did_you_mean, one_line
+
+EVAL_MODES = ("whole", "slide", "flip", "msflip")  # eval.modes: danet.engine.inference runs each
 
 
 @dataclass
@@ -23,7 +26,7 @@ class DataConfig:
     root: str = ""  # a downloaded dataset's folder; empty: data/<name>
     train_split: str = "train"  # voc: train | trainaug (with SBD) | trainval
     val_split: str = "val"  # the split evaluated at the end of training
-    ignore_index: int = 255  # folder: the label value of unlabelled pixels (not a class)
+    ignore_index: int = IGNORE_INDEX  # folder: the label value of unlabelled pixels (not a class)
     setting: str = "context"  # synthetic only. context: pairs told apart by distant cues; local
     image_size: int = 176  # synthetic: larger than the default backbone's receptive field
     train_size: int = 1600  # synthetic: images are generated on the fly from (seed, split, index)
@@ -254,8 +257,8 @@ def from_dict(d: dict[str, Any], source: str = "config") -> Config:
 # Keys added after run ids were first handed out, with their defaults: left out of a run's id
 # when at the default, so that the runs of an existing grid keep their folders.
 ADDED_LATER: dict[str, Any] = {
-    "plugins": [], "data.ignore_index": 255, "eval.every": 0, "model.freeze_backbone": False,
-    "data.scale_mode": "auto",
+    "plugins": [], "data.ignore_index": IGNORE_INDEX, "eval.every": 0,
+    "model.freeze_backbone": False, "data.scale_mode": "auto",
 }
 
 

@@ -102,6 +102,26 @@ def rows(obj: Any = C.Config, instance: Any = None, prefix: str = "") -> list[tu
     return out
 
 
+def dataclass_table(cls: type, path: str | Path) -> str:
+    """The markdown table of a flat dataclass's keys (key, type, default, meaning), its meanings
+    the comments beside its fields in `path` (the launcher's keys: slurm/grid.py)."""
+    source = Path(path).read_text()
+    comments, types = field_comments(source), _annotations(source)
+    lines = [
+        f"| key | type | default | meaning (the comment in {Path(path).parent.name}/"
+        f"{Path(path).name}) |",
+        "| --- | --- | --- | --- |",
+    ]
+    instance = cls()
+    for f in dataclasses.fields(cls):
+        lines.append(
+            f"| `{f.name}` | `{_cell(types[(cls.__name__, f.name)])}` "
+            f"| `{_cell(_yaml(getattr(instance, f.name)))}` "
+            f"| {_cell(comments[(cls.__name__, f.name)])} |"
+        )
+    return "\n".join(lines)
+
+
 def config_table() -> str:
     """The markdown table of every config key: key, type, default, meaning."""
     source = Path(C.__file__).read_text()

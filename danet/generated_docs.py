@@ -27,9 +27,17 @@ def _config() -> str:
     return config_table()
 
 
+def _launcher() -> str:
+    import slurm.grid
+    from danet.config_doc import dataclass_table
+
+    return dataclass_table(slurm.grid.Launcher, slurm.grid.__file__)
+
+
 BLOCKS: dict[tuple[str, str], Callable[[], str]] = {
     ("README.md", "variants-table"): _variants,
     ("docs/configuration.md", "config-table"): _config,
+    ("docs/slurm.md", "launcher-table"): _launcher,
 }
 
 

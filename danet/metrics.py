@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import torch
 
+from danet import IGNORE_INDEX
+
 
 class ConfusionMatrix:
     """Rows are ground truth, columns predictions; pixels labelled `ignore_index` are skipped.
@@ -12,7 +14,7 @@ class ConfusionMatrix:
     (`merge`, or `all_reduce` on `.mat`) before IoU is computed.
     """
 
-    def __init__(self, num_classes: int, ignore_index: int = 255) -> None:
+    def __init__(self, num_classes: int, ignore_index: int = IGNORE_INDEX) -> None:
         self.num_classes = num_classes
         self.ignore_index = ignore_index
         self.mat = torch.zeros(num_classes, num_classes, dtype=torch.int64)

@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Any
 
 from danet import config as C
-from danet.checks import check_config
 from danet.errors import DanetError, coerce, did_you_mean, unknown_choice
 
 CLUSTERS = ("local", "slurm", "debug")
@@ -42,12 +41,12 @@ class Launcher:
     tasks_per_node: int = 1  # processes per node, one per GPU: DDP's world is nodes x this
     cpus_per_task: int = 0  # slurm: --cpus-per-task; 0: the cluster's default
     mem_gb: int = 0  # slurm: --mem per node in GB; 0: the cluster's default
-    qos: str = ""
-    account: str = ""
-    constraint: str = ""
+    qos: str = ""  # slurm: --qos; "" the cluster's default
+    account: str = ""  # slurm: --account; "" the cluster's default
+    constraint: str = ""  # slurm: --constraint (node features); "" none
     sbatch: dict = field(default_factory=dict)  # other sbatch options, e.g. {exclude: node7}
     array_parallelism: int = 0  # slurm: array tasks running at once (%N); 0: no limit
-    max_array_size: int = 0  # runs per array; 0: the cluster's MaxArraySize (scontrol)
+    max_array_size: int = 0  # runs per array; 0: the cluster's MaxArraySize (more: refused)
     signal_delay_s: int = 90  # slurm: USR2 this long before the time limit (checkpoint, requeue)
     snapshot: bool = True  # slurm: jobs run a copy of the code taken at submission (rsync)
 
@@ -165,6 +164,8 @@ def _launcher(d: dict[str, Any], path: Path | str) -> Launcher:
 
 def expand(grid: Grid, runs_root: Path, overrides: list[str] | None = None) -> list[RunSpec]:
     """One RunSpec per grid point, in the file's axis order; each config checked up front."""
+    from danet.checks import check_config  # here: reading a grid (its launcher) needs no torch
+
     base = C.apply(C.Config(), C.flatten(grid.base), f"{grid.path} (config)", grid.path.parent)
     base = C.apply(base, C.parse_overrides(overrides or []), "command line")
     keys = list(grid.axes)

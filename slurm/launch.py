@@ -23,13 +23,15 @@ from pathlib import Path
 import submitit
 
 from danet import config as C
+from danet import run_folder as F
 from danet.errors import DanetError, one_line
+from danet.run_folder import State
 from danet.utils import atomic_write_json
 from slurm import stopping
 from slurm.grid import Launcher, RunSpec
 from slurm.local_gpus import gpus_for, local_gpus
 from slurm.snapshot import code_snapshot, rescue_stranded
-from slurm.status import CANCELLED, run_state, slurm_queue
+from slurm.status import run_state, slurm_queue
 
 # Without Slurm accounting, submitit warns at every poll that sacct failed; squeue still
 # reports the jobs' states, so the warning says nothing a user can act on.
@@ -61,7 +63,7 @@ class TrainJob:
         except Exception as e:
             if env.global_rank == 0:
                 atomic_write_json(
-                    Path(self.run_dir) / "error.json",
+                    Path(self.run_dir) / F.ERROR,
                     {"message": one_line(e, limit=None), "job_id": env.job_id,
                      "time": time.time()},
                 )  # fmt: skip
@@ -80,9 +82,8 @@ class TrainJob:
 class Outcome:
     spec: RunSpec
     # done (before), finished, failed, submitted (--no-wait), stopped (asked to, checkpointed:
-    # the next sweep resumes it), cancelled (danet cancel), killed (a second Ctrl-C),
-    # unstarted (the sweep was stopped first)
-    state: str
+    # the next sweep resumes it), cancelled (danet cancel), killed, unstarted (danet.run_folder)
+    state: State
     message: str = ""
     log: str = ""
 
@@ -91,7 +92,7 @@ class Outcome:
 def sweep_lock(sweep_dir: Path, echo=print) -> Iterator[None]:
     """Held while a sweep decides and claims its runs (seconds), never while runs train."""
     sweep_dir.mkdir(parents=True, exist_ok=True)
-    with open(sweep_dir / ".launch.lock", "w") as f:
+    with open(sweep_dir / F.LAUNCH_LOCK, "w") as f:
         try:
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -162,7 +163,7 @@ def _claim(spec: RunSpec, launcher: Launcher) -> None:
     sweep leaves it alone until this process ends (slurm.status reads `queued_by`)."""
     record = {"cluster": launcher.cluster, "host": os.uname().nodename,
               "queued_by": os.getpid(), "submitted": time.time()}  # fmt: skip
-    atomic_write_json(spec.run_dir / "job.json", record)
+    atomic_write_json(spec.run_dir / F.JOB, record)
     stopping.clear_stop(spec.run_dir)  # a stop asked of an earlier sweep does not hold now
 
 
@@ -179,7 +180,7 @@ def _record(
         "stderr": str(job.paths.stderr),
         **({"gpus": gpus} if gpus else {}),
     }
-    atomic_write_json(spec.run_dir / "job.json", record)
+    atomic_write_json(spec.run_dir / F.JOB, record)
 
 
 def launch(
@@ -204,15 +205,15 @@ def launch(
         queue = slurm_queue() if launcher.cluster == "slurm" else None
         for spec in specs:
             state = run_state(spec.run_dir, queue)
-            if state.state == "done":
-                outcomes.append(Outcome(spec, "done"))
-            elif state.state in ("pending", "running", "requeued"):
+            if state.state == State.DONE:
+                outcomes.append(Outcome(spec, State.DONE))
+            elif state.state in F.ACTIVE:
                 others.append(spec)
-            elif state.state == "failed" and not retry_failed:
-                outcomes.append(Outcome(spec, "failed", state.message, state.log))
+            elif state.state == State.FAILED and not retry_failed:
+                outcomes.append(Outcome(spec, State.FAILED, state.message, state.log))
             else:
                 todo.append(spec)
-        done, failed = (sum(o.state == k for o in outcomes) for k in ("done", "failed"))
+        done, failed = (sum(o.state == k for o in outcomes) for k in (State.DONE, State.FAILED))
         echo(
             f"{len(specs)} runs: {done} done, {len(todo)} to run"
             + (f", {len(others)} already queued or running" if others else "")
@@ -228,9 +229,10 @@ def launch(
             running = _submit_slurm(todo, sweep_dir, launcher, array_size, echo)
     if launcher.cluster != "slurm":  # local jobs end with this process: always waited for
         if todo:
-            outcomes += _launch_local(todo, sweep_dir / ".submitit", launcher, echo, tick)
+            outcomes += _launch_local(todo, sweep_dir / F.SUBMITIT, launcher, echo, tick)
     elif not wait:
-        return outcomes + [Outcome(spec, "submitted", f"job {job.job_id}") for job, spec in running]
+        submitted = [Outcome(spec, State.SUBMITTED, f"job {job.job_id}") for job, spec in running]
+        return outcomes + submitted
     else:
         outcomes += _wait(running, 10.0, echo, slurm=True, tick=tick)
     return outcomes + _watch(others, launcher, echo, tick=tick)
@@ -241,7 +243,7 @@ def _submit_slurm(todo, sweep_dir, launcher, size: int, echo) -> list:
     entries = [e for s in todo for e in s.cfg.plugins]
     snapshot = code_snapshot(sweep_dir, entries) if launcher.snapshot else nullcontext()
     with snapshot:
-        executor = make_executor(sweep_dir / ".submitit", launcher)
+        executor = make_executor(sweep_dir / F.SUBMITIT, launcher)
         executor.update_parameters(name=sweep_dir.name)
         running = []
         for first in range(0, len(todo), size):
@@ -278,7 +280,7 @@ def _launch_local(todo, folder, launcher, echo, tick) -> list[Outcome]:
                 if gpus is None:  # waits for a running run to free its GPUs
                     break
                 spec = queue.pop(0)
-                resumed = " (resuming)" if (spec.run_dir / "ckpt").exists() else ""
+                resumed = " (resuming)" if (spec.run_dir / F.CHECKPOINTS).exists() else ""
                 # submitit gives a local job exactly these GPUs (CUDA_VISIBLE_DEVICES; none: "")
                 executor.update_parameters(name=spec.run_id)
                 if launcher.cluster == "local":
@@ -301,8 +303,8 @@ def _interrupt(count: int, running: list, queue: list, echo) -> list[Outcome]:
     sweep resumes them)."""
     out = []
     for spec in queue:  # never started: unclaimed, as if this sweep had not chosen them
-        (spec.run_dir / "job.json").unlink(missing_ok=True)
-        out.append(Outcome(spec, "unstarted"))
+        (spec.run_dir / F.JOB).unlink(missing_ok=True)
+        out.append(Outcome(spec, State.UNSTARTED))
     queue.clear()
     if count == 1:
         for _, spec in running:
@@ -314,7 +316,7 @@ def _interrupt(count: int, running: list, queue: list, echo) -> list[Outcome]:
         stopping.kill(job)
         running.remove((job, spec))
         echo(f"  killed {spec.run_id}  (its newest checkpoint stays)")
-        out.append(Outcome(spec, "killed", log=str(job.paths.stderr)))
+        out.append(Outcome(spec, State.KILLED, log=str(job.paths.stderr)))
     return out
 
 
@@ -332,17 +334,17 @@ def _watch(
         queue = slurm_queue() if launcher.cluster == "slurm" else None
         for spec in list(pending):
             state = run_state(spec.run_dir, queue)
-            if state.state in ("pending", "running", "requeued"):
+            if state.state in F.ACTIVE:
                 continue
             pending.remove(spec)
-            if state.state == "done":
+            if state.state == State.DONE:
                 miou = f"mIoU {100 * state.miou:.2f}" if state.miou is not None else ""
                 echo(f"  done   {spec.run_id}  {miou}  (by job {state.job_id})")
-                out.append(Outcome(spec, "finished", log=state.log))
+                out.append(Outcome(spec, State.FINISHED, log=state.log))
             else:
                 message = state.message or "its job ended without a result; run the sweep again"
                 echo(f"  FAILED {spec.run_id}: {message}")
-                out.append(Outcome(spec, "failed", message, state.log))
+                out.append(Outcome(spec, State.FAILED, message, state.log))
         if pending:
             tick()
             time.sleep(poll)
@@ -366,16 +368,16 @@ def _wait(
         for job, spec in list(running):
             # Without Slurm accounting submitit never learns of a job killed before it wrote
             # its result (scancel, node failure, time limit): the queue no longer holds it.
-            state = run_state(spec.run_dir, queue).state if queue is not None else ""
-            if state in ("stopped", "cancelled") and not job.done():
+            state = run_state(spec.run_dir, queue).state if queue is not None else None
+            if state in (State.STOPPED, State.CANCELLED) and not job.done():
                 running.remove((job, spec))
-                if state == "cancelled":
+                if state == State.CANCELLED:
                     echo(f"  cancelled {spec.run_id}  (danet cancel)")
-                    out.append(Outcome(spec, "cancelled", log=str(job.paths.stderr)))
+                    out.append(Outcome(spec, State.CANCELLED, log=str(job.paths.stderr)))
                     continue
                 message = "the job ended without a result (cancelled, killed or out of time)"
                 echo(f"  FAILED {spec.run_id}: {message}  (log: {job.paths.stderr})")
-                out.append(Outcome(spec, "failed", message, str(job.paths.stderr)))
+                out.append(Outcome(spec, State.FAILED, message, str(job.paths.stderr)))
         if out and until_one:
             return out
         if running:
@@ -403,11 +405,11 @@ def _finish(job: submitit.Job, spec: RunSpec, echo) -> Outcome:
     except Exception as e:  # the job's own exception, re-raised by submitit with its traceback
         message = job_error(str(e)) or type(e).__name__
         echo(f"  FAILED {spec.run_id}: {message}  (log: {os.path.relpath(log) if log else '-'})")
-        return Outcome(spec, "failed", message, log)
+        return Outcome(spec, State.FAILED, message, log)
     if miou is None:  # asked to stop (stop.json): checkpointed at the end of a step
         state = run_state(spec.run_dir)
-        how = "cancelled" if (spec.run_dir / CANCELLED).exists() else "stopped"
+        how = State.CANCELLED if (spec.run_dir / F.CANCELLED).exists() else State.STOPPED
         echo(f"  {how} {spec.run_id}  at iteration {state.iteration}, checkpoint saved")
         return Outcome(spec, how, log=log)
     echo(f"  done   {spec.run_id}  mIoU {100 * miou:.2f}")
-    return Outcome(spec, "finished", log=log)
+    return Outcome(spec, State.FINISHED, log=log)

@@ -15,10 +15,10 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
+from danet import run_folder as F
+from danet.run_folder import State
 from slurm.grid import Launcher, RunSpec
 from slurm.status import RunState, duration, run_state, slurm_queue
-
-ACTIVE = ("running", "pending", "requeued")
 
 
 def sweep_eta(states: list[tuple[RunSpec, RunState]], slots: int) -> float | None:
@@ -34,7 +34,7 @@ def sweep_eta(states: list[tuple[RunSpec, RunState]], slots: int) -> float | Non
     overall = [p for ps in paces.values() for p in ps]
     left = []
     for spec, st in states:
-        if st.state in ("done", "failed"):
+        if st.state in (State.DONE, State.FAILED):
             continue
         pace = st.seconds_per_iteration or _mean(paces.get(spec.cfg.model.variant) or overall)
         left.append(max(0, (st.iterations or spec.cfg.train.iterations) - st.iteration) * pace)
@@ -106,22 +106,23 @@ class LiveView:
     def _state(self, spec: RunSpec, queue) -> RunState:
         """A run's state; a done one is read once (its files no longer change)."""
         st = self.done.get(spec.run_id) or run_state(spec.run_dir, queue)
-        if st.state == "done":
+        if st.state == State.DONE:
             self.done[spec.run_id] = st
         return st
 
     def _slots(self, states: list[tuple[RunSpec, RunState]]) -> int:
         if self.launcher.cluster == "slurm":  # the scheduler decides: as many as run now
-            return max(1, sum(st.state == "running" for _, st in states))
+            return max(1, sum(st.state == State.RUNNING for _, st in states))
         return self.launcher.max_parallel
 
     def summary(self, states: list[tuple[RunSpec, RunState]]) -> str:
         counts = _counts(states)
         eta = sweep_eta(states, self._slots(states))
-        parts = [f"{counts.get('done', 0)}/{len(states)} done"]
-        kinds = ("running", "pending", "requeued", "failed", "stopped", "cancelled")
+        parts = [f"{counts.get(State.DONE, 0)}/{len(states)} done"]
+        kinds = (State.RUNNING, State.PENDING, State.REQUEUED, State.FAILED, State.STOPPED,
+                 State.CANCELLED)  # fmt: skip
         parts += [f"{counts[k]} {k}" for k in kinds if counts.get(k)]
-        if any(st.state in ACTIVE or st.state == "new" for _, st in states):  # work left
+        if any(st.state in F.ACTIVE or st.state == State.NEW for _, st in states):  # work left
             parts.append(f"ETA {duration(eta)}" if eta is not None else "ETA after the first steps")
         latest = _latest(states)
         if latest:
@@ -132,16 +133,16 @@ class LiveView:
         """The non-terminal form: the summary, then one line per running run."""
         out = [self.summary(states)]
         for spec, st in states:
-            if st.state == "running":
+            if st.state == State.RUNNING:
                 out.append(f"    {spec.run_id}  {_progress(st)}")
         return out
 
     def render(self, states: list[tuple[RunSpec, RunState]]) -> Group:
         table = Table(box=None, pad_edge=False, show_header=True, header_style="bold")
-        for column in ("running", "iteration", "loss", "ETA"):
-            table.add_column(column, justify="left" if column == "running" else "right")
+        for i, column in enumerate(("running", "iteration", "loss", "ETA")):
+            table.add_column(column, justify="right" if i else "left")  # run ids left
         for spec, st in states:
-            if st.state == "running":
+            if st.state == State.RUNNING:
                 loss = f"{st.loss:.3f}" if st.loss is not None else ""
                 table.add_row(spec.run_id, f"{st.iteration}/{st.iterations}", loss,
                               duration(st.eta_s))  # fmt: skip
@@ -157,15 +158,15 @@ def _progress(st: RunState) -> str:
 def _counts(states: list[tuple[RunSpec, RunState]]) -> dict[str, int]:
     out: dict[str, int] = {}
     for _, st in states:
-        key = "pending" if st.state == "new" else st.state
+        key = State.PENDING if st.state == State.NEW else st.state
         out[key] = out.get(key, 0) + 1
     return out
 
 
 def _latest(states: list[tuple[RunSpec, RunState]]) -> str:
     """The run that finished last, with its mIoU."""
-    done = [(spec, st) for spec, st in states if st.state == "done" and st.miou is not None]
+    done = [(spec, st) for spec, st in states if st.state == State.DONE and st.miou is not None]
     if not done:
         return ""
-    spec, st = max(done, key=lambda d: (d[0].run_dir / "result.json").stat().st_mtime)
+    spec, st = max(done, key=lambda d: (d[0].run_dir / F.RESULT).stat().st_mtime)
     return f"{spec.run_id} mIoU {100 * st.miou:.2f}"

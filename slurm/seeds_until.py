@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 from danet import config as C
 from danet.errors import DanetError
+from danet.run_folder import State
 from slurm.grid import Launcher, RunSpec, with_seed
 from slurm.launch import Outcome, launch
 
@@ -186,5 +187,5 @@ def seeds_until(
         status = _widths(need, width, max_seeds, BASELINE, varying)
         echo(f"seeds-until {width}: round {round_} adds {len(new)} runs ({status})")
         outcomes += launch(new, sweep_dir, launcher, retry_failed, True, echo)
-        if any(o.state == "failed" for o in outcomes):
+        if any(o.state == State.FAILED for o in outcomes):
             return outcomes

@@ -17,6 +17,7 @@ from pathlib import Path
 import submitit
 
 from danet import plugins
+from danet import run_folder as F
 from danet.errors import DanetError
 from danet.utils import atomic_write_json, git_state
 
@@ -33,7 +34,7 @@ def code_snapshot(sweep_dir: Path, plugin_entries: Iterable[str] = ()) -> Iterat
     if state.get("commit") is None:
         raise DanetError("launcher.snapshot needs a git checkout; run from one, or snapshot: false")
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    target = sweep_dir.absolute() / ".code" / f"{stamp}-{state['commit'][:8]}"
+    target = sweep_dir.absolute() / F.CODE_SNAPSHOTS / f"{stamp}-{state['commit'][:8]}"
     with submitit.helpers.RsyncSnapshot(snapshot_dir=target, root_dir=REPO):
         copied = plugins.copy_into(target, plugin_entries)
         atomic_write_json(
@@ -44,9 +45,9 @@ def code_snapshot(sweep_dir: Path, plugin_entries: Iterable[str] = ()) -> Iterat
 
 def stranded_runs(sweep_dir: Path) -> list[Path]:
     """Run folders of this sweep lying inside its code snapshots (written by an older version)."""
-    found = []
-    for config in sorted((sweep_dir / ".code").glob(f"*/**/{sweep_dir.name}/*/config.yaml")):
-        if ".code" not in config.relative_to(sweep_dir / ".code").parts:
+    found, code = [], sweep_dir / F.CODE_SNAPSHOTS
+    for config in sorted(code.glob(f"*/**/{sweep_dir.name}/*/{F.CONFIG}")):
+        if F.CODE_SNAPSHOTS not in config.relative_to(code).parts:
             found.append(config.parent)
     return found
 

@@ -1,32 +1,24 @@
-"""What state each run of a sweep is in, from its folder and the scheduler's queue.
-
-done      result.json exists
-failed    error.json is newer than the last submission (its message is shown)
-pending   queued and has not trained yet: Slurm holds the job without running it (PENDING,
-          held, CONFIGURING, ...), or a local job has logged no iteration yet
-requeued  Slurm holds the job without running it and the run has trained before (preempted,
-          `scontrol requeue`d, or resubmitted after a cancel): it resumes from its checkpoint
-running   training: Slurm says RUNNING or COMPLETING (or a live local job has logged progress);
-          the resumes column counts its restarts
-stopped   submitted once, no longer alive, not done: the next sweep resubmits it
-cancelled the same, after `danet cancel` (cancelled.json newer than the submission)
-new       never submitted
+"""What state each run of a sweep is in (danet.run_folder.State, which says what each means),
+from its folder and the scheduler's queue. Pending is a job Slurm holds without running it
+(PENDING, held, CONFIGURING, ...) or a local job that has logged no iteration yet; requeued,
+one Slurm holds that has trained before (preempted, `scontrol requeue`d, or resubmitted after
+a cancel); the resumes column counts a run's restarts.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
+from danet import run_folder as F
+from danet.run_folder import State
 
 
 @dataclass
 class RunState:
-    state: str
+    state: State
     job_id: str = ""
     iteration: int = 0
     iterations: int = 0
@@ -45,16 +37,9 @@ class RunState:
     def eta_s(self) -> float | None:
         """Training time left at the run's own pace so far; None before it has one."""
         pace = self.seconds_per_iteration
-        if pace is None or self.state == "done" or not self.iterations:
+        if pace is None or self.state == State.DONE or not self.iterations:
             return None
         return max(0, self.iterations - self.iteration) * pace
-
-
-def read_json(path: Path) -> dict | None:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
 
 
 Queue = dict[str, str]  # job id (array tasks one by one) -> Slurm state, as squeue's %T
@@ -116,15 +101,7 @@ class Progress:
 def read_progress(run_dir: Path) -> Progress:
     """What log.jsonl says of the run so far."""
     out = Progress()
-    try:
-        lines = (run_dir / "log.jsonl").read_text().splitlines()
-    except OSError:
-        return out
-    for line in lines:
-        try:
-            record = json.loads(line)
-        except ValueError:
-            continue  # a line being written
+    for record in F.read_log(run_dir):
         if record.get("event") == "resume":
             out.resumes += 1
         out.iteration = max(out.iteration, int(record.get("iteration", 0)))
@@ -135,9 +112,8 @@ def read_progress(run_dir: Path) -> Progress:
 
 def _iterations(run_dir: Path) -> int:
     try:
-        cfg = yaml.safe_load((run_dir / "config.yaml").read_text()) or {}
-        return int(cfg.get("train", {}).get("iterations", 0))
-    except (OSError, ValueError, AttributeError, yaml.YAMLError):
+        return int(F.read_config(run_dir).get("train", {}).get("iterations", 0))
+    except (ValueError, TypeError, AttributeError):  # a config.yaml edited by hand
         return 0
 
 
@@ -145,10 +121,6 @@ def _short(path: str) -> str:
     """A path relative to here when it lies below, else as it is."""
     rel = os.path.relpath(path) if path else ""
     return path if rel.startswith("..") else rel
-
-
-RUN_FILES = ("config.yaml", "job.json")
-CANCELLED = "cancelled.json"  # written by `danet cancel` (slurm.stopping.cancel)
 
 
 def duration(seconds: float | None) -> str:
@@ -160,14 +132,6 @@ def duration(seconds: float | None) -> str:
     return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
 
 
-def run_folders(sweep_dir: Path) -> list[Path]:
-    """The run folders of a sweep, sorted; job.json alone counts (a run submitted or claimed
-    whose job has not written config.yaml yet)."""
-    if not sweep_dir.is_dir():
-        return []
-    return sorted(p for p in sweep_dir.iterdir() if any((p / f).is_file() for f in RUN_FILES))
-
-
 def sweep_states(
     sweep_dir: Path, expected: dict[str, int] | None = None
 ) -> list[tuple[str, RunState]]:
@@ -176,7 +140,7 @@ def sweep_states(
     folder under sweep_dir (seeds added later, an older grid's runs)."""
     queue = slurm_queue()
     expected = expected or {}
-    found = [p.name for p in run_folders(sweep_dir)]
+    found = [p.name for p in F.run_folders(sweep_dir)]
     out = []
     for run_id in [*expected, *(r for r in found if r not in expected)]:
         st = run_state(sweep_dir / run_id, queue)
@@ -195,7 +159,7 @@ def status_rows(states: list[tuple[str, RunState]]) -> list[dict]:
             "loss": f"{st.loss:.3f}" if st.loss is not None else "",
             "mIoU": f"{100 * st.miou:.2f}" if st.miou is not None else "",
             "time": duration(st.train_s or None),
-            "ETA": duration(st.eta_s) if st.state in ("running", "pending", "requeued") else "",
+            "ETA": duration(st.eta_s) if st.state in F.ACTIVE else "",
             "resumes": st.resumes or "",
             "job": st.job_id,
             "log / error": (f"{st.message}  (log: {_short(st.log)})" if st.message and st.log
@@ -225,8 +189,8 @@ def counts(states: list[tuple[str, RunState]]) -> dict[str, int]:
 
 def run_state(run_dir: Path, queue: Queue | None = None) -> RunState:
     """The run's state; `queue` is slurm_queue() (asked here when None and needed)."""
-    result = read_json(run_dir / "result.json")
-    job = read_json(run_dir / "job.json") or {}
+    result = F.read_result(run_dir)
+    job = F.read_json(run_dir / F.JOB) or {}
     progress = read_progress(run_dir)
     iteration = progress.iteration
     common = dict(
@@ -240,24 +204,30 @@ def run_state(run_dir: Path, queue: Queue | None = None) -> RunState:
     )
     if result is not None:
         common["train_s"] = float(result.get("train_time_s") or progress.train_s)
-        return RunState("done", miou=result.get("miou"), **common)
-    error = read_json(run_dir / "error.json")
+        return RunState(State.DONE, miou=result.get("miou"), **common)
+    error = F.read_json(run_dir / F.ERROR)
     if error and error.get("time", 0) >= job.get("submitted", 0):
-        return RunState("failed", message=str(error.get("message", "")), **common)
+        return RunState(State.FAILED, message=str(error.get("message", "")), **common)
     if not job:
-        return RunState("new", **common)
+        return RunState(State.NEW, **common)
+    return RunState(_queued_state(run_dir, job, queue, iteration), **common)
+
+
+def _queued_state(run_dir: Path, job: dict, queue: Queue | None, iteration: int) -> State:
+    """The state of a submitted run that is neither done nor failed."""
     if queue is None and job.get("cluster") == "slurm":
         queue = slurm_queue()
     alive = _alive(job, queue)
     if alive is False:
-        cancelled = read_json(run_dir / CANCELLED)
+        cancelled = F.read_json(run_dir / F.CANCELLED)
         by_cancel = cancelled and cancelled.get("time", 0) >= job.get("submitted", 0)
-        return RunState("cancelled" if by_cancel else "stopped", **common)
+        return State.CANCELLED if by_cancel else State.STOPPED
     if not job.get("job_id"):  # a claim: queued by a sweep, not yet submitted
-        return RunState("pending", **common)
-    slurm = queue.get(common["job_id"]) if queue and job.get("cluster") == "slurm" else None
+        return State.PENDING
+    job_id = str(job["job_id"])
+    slurm = queue.get(job_id) if queue and job.get("cluster") == "slurm" else None
     if slurm is None:  # a local job, or squeue unanswered: the log tells whether it trains
-        return RunState("running" if iteration else "pending", **common)
+        return State.RUNNING if iteration else State.PENDING
     if slurm in RUNNING_STATES:
-        return RunState("running", **common)
-    return RunState("requeued" if iteration else "pending", **common)
+        return State.RUNNING
+    return State.REQUEUED if iteration else State.PENDING

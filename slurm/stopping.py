@@ -24,7 +24,7 @@ from types import FrameType
 import submitit
 import submitit.local.local
 
-from danet.engine.preemption import STOP_FILE
+from danet import run_folder as F
 from danet.utils import atomic_write_json
 
 
@@ -46,11 +46,11 @@ def jobs_in_own_sessions() -> None:
 
 
 def request_stop(run_dir: Path, by: str) -> None:
-    atomic_write_json(run_dir / STOP_FILE, {"by": by, "pid": os.getpid(), "time": time.time()})
+    atomic_write_json(run_dir / F.STOP, {"by": by, "pid": os.getpid(), "time": time.time()})
 
 
 def clear_stop(run_dir: Path) -> None:
-    (run_dir / STOP_FILE).unlink(missing_ok=True)
+    (run_dir / F.STOP).unlink(missing_ok=True)
 
 
 def kill(job: submitit.Job) -> None:
@@ -100,16 +100,16 @@ def cancel(run_dirs: list[Path]) -> Cancelled:
     run has Slurm's KillWait to reach its step's end) and a local sweep on this machine gets
     SIGTERM, which stops its runs the same way and starts no more. A local sweep on another
     machine (a shared file system) is not signalled: its process id means nothing here."""
-    from slurm.status import CANCELLED, read_json, run_state, slurm_queue
+    from slurm.status import run_state, slurm_queue
 
     queue = slurm_queue()
     out = Cancelled()
     for run_dir in run_dirs:
-        if run_state(run_dir, queue).state not in ("pending", "running", "requeued"):
+        if run_state(run_dir, queue).state not in F.ACTIVE:
             continue
-        job = read_json(run_dir / "job.json") or {}
+        job = F.read_json(run_dir / F.JOB) or {}
         request_stop(run_dir, "danet cancel")
-        atomic_write_json(run_dir / CANCELLED, {"time": time.time(), "job_id": job.get("job_id")})
+        atomic_write_json(run_dir / F.CANCELLED, {"time": time.time(), "job_id": job.get("job_id")})
         out.count += 1
         if job.get("cluster") == "slurm" and job.get("job_id"):
             out.jobs.append(str(job["job_id"]))

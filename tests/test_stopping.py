@@ -18,8 +18,8 @@ import torch
 
 from danet import config as C
 from danet.engine import checkpoint
-from danet.engine.preemption import STOP_FILE
 from danet.engine.train import run
+from danet.run_folder import STOP
 
 from .conftest import tiny_grid, wait_for
 
@@ -107,7 +107,7 @@ def test_ctrl_c_stops_every_run_at_a_checkpoint_and_the_same_command_resumes(tmp
         assert 3 <= stopped < ITERATIONS and stopped % 100  # stopped mid-run, not at a periodic
         newest = checkpoint.latest(run_dir)  # intact: it loads, at the stopped iteration
         assert newest is not None and newest["iteration"] == stopped
-        assert not (run_dir / "result.json").exists() and (run_dir / STOP_FILE).exists()
+        assert not (run_dir / "result.json").exists() and (run_dir / STOP).exists()
     status = subprocess.run([sys.executable, "-m", "danet.cli", "status", str(grid)],
                             cwd=tmp_path, capture_output=True, text=True, timeout=120)  # fmt: skip
     assert "2 stopped" in status.stdout, status.stdout
@@ -204,7 +204,7 @@ def test_cancel_signals_no_process_of_another_machine(tmp_path, capsys):
         assert "Resume with: the same danet sweep command" in captured.out
         assert "a local sweep on another-node" in captured.err
         assert bystander.poll() is None  # not signalled
-        assert (run_dir / STOP_FILE).exists()
+        assert (run_dir / STOP).exists()
     finally:
         bystander.kill()
         bystander.wait()

@@ -42,7 +42,7 @@ from variants.non_local import NonLocal
 from variants.polarized_attention import PolarizedParallel, PolarizedSequential
 from variants.sagan import SelfAttention
 from variants.simam import SimAM
-from variants.timm_attention import CBAM, ECA, GC, SE
+from variants.timm_attention import CBAM, ECA, GC, SE, odd_kernel
 from variants.triplet_attention import TripletAttention
 
 
@@ -381,9 +381,8 @@ def _unknown_option(name: str, key: str, valid) -> DanetError:
 # type from its annotation (else its default's type), and numbers must be positive (counts,
 # reductions, ratios, widths, kernel sizes) unless this table gives another range.
 RANGES: dict[str, tuple[Callable[[Any], bool], str]] = {
-    # odd: timm pads a k-tap conv by k // 2 on both sides, so an even k changes the size
-    "kernel_size": (lambda v: v >= 1 and v % 2 == 1, "a positive odd integer"),
-    "spatial_kernel_size": (lambda v: v >= 1 and v % 2 == 1, "a positive odd integer"),
+    "kernel_size": (odd_kernel, "a positive odd integer"),
+    "spatial_kernel_size": (odd_kernel, "a positive odd integer"),
     "key_channels": (lambda v: v >= 0, "0 (half the input channels) or a positive integer"),
     "value_channels": (lambda v: v >= 0, "0 (half the input channels) or a positive integer"),
     "momentum": (lambda v: 0 <= v <= 1, "a number in [0, 1]"),  # EMA's moving average of bases

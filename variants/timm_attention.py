@@ -47,9 +47,14 @@ def _layer(name: str, what: str) -> type[nn.Module]:
         raise unknown_choice(what, name, names) from None
 
 
+def odd_kernel(value: int) -> bool:
+    """Whether a kernel size keeps the input's size: timm pads a k-tap conv by k // 2 on both
+    sides, so an even (or no) kernel would change it."""
+    return value >= 1 and value % 2 == 1
+
+
 def _odd(value: int, what: str) -> int:
-    # an even kernel with timm's symmetric padding would change the output size
-    if value < 1 or value % 2 == 0:
+    if not odd_kernel(value):
         raise DanetError(f"{what} must be a positive odd integer, got {value}")
     return value
 

@@ -67,6 +67,42 @@ def read_layout(root: Path, ignore_index: int = IGNORE) -> Layout:
             f"{path}: missing (the class list: one name per line, or 'name r g b' for RGB "
             "label maps); check data.root and docs/datasets.md"
         )
+    classes, colours = _read_classes(path)
+    if not classes:
+        raise DanetError(f"{path}: lists no classes")
+    if len(classes) > IGNORE:
+        raise DanetError(f"{path}: {len(classes)} classes; at most {IGNORE} are supported")
+    if not len(classes) <= ignore_index <= 255:
+        raise DanetError(
+            f"data.ignore_index {ignore_index} must be a label value that is not a class: "
+            f"{len(classes)}-255 for the {len(classes)} classes of {path}"
+        )
+    identity = np.full(256, IGNORE, np.uint8)
+    identity[: len(classes)] = np.arange(len(classes))
+    if colours:
+        if (root / ID_MAP).exists():
+            raise DanetError(
+                f"{root / ID_MAP}: an id map applies to single-channel label maps, but "
+                f"{path} gives colours (RGB label maps); remove one of them"
+            )
+        codes = np.array([(r << 16) | (g << 8) | b for r, g, b in colours], np.int64)
+        order = np.argsort(codes)
+        ids = np.array(list(colours.values()), np.uint8)[order]
+        return Layout(tuple(classes), identity, (), palette=(codes[order], ids))
+    if not (root / ID_MAP).exists():
+        valid = np.zeros(256, bool)
+        valid[ignore_index] = True
+        valid[: len(classes)] = True
+        note = f"{path} lists {len(classes)} classes (0-{len(classes) - 1}); " + (
+            f"data.ignore_index is {ignore_index}"
+        )
+        return Layout(tuple(classes), identity, (), valid=valid, valid_note=note)
+    return _id_map_layout(root / ID_MAP, tuple(classes), ignore_index)
+
+
+def _read_classes(path: Path) -> tuple[list[str], dict[tuple[int, int, int], int]]:
+    """(class names, {colour: class index, or IGNORE for 'ignore r g b'}) of classes.txt;
+    no colours ({}): single-channel label maps."""
     classes: list[str] = []
     colours: dict[tuple[int, int, int], int] = {}
     plain = coloured = 0
@@ -96,53 +132,31 @@ def read_layout(root: Path, ignore_index: int = IGNORE) -> Layout:
         if colour is not None:
             colours[colour] = len(classes)
         classes.append(name)
-    if not classes:
-        raise DanetError(f"{path}: lists no classes")
-    if len(classes) > IGNORE:
-        raise DanetError(f"{path}: {len(classes)} classes; at most {IGNORE} are supported")
-    if not len(classes) <= ignore_index <= 255:
-        raise DanetError(
-            f"data.ignore_index {ignore_index} must be a label value that is not a class: "
-            f"{len(classes)}-255 for the {len(classes)} classes of {path}"
-        )
-    identity = np.full(256, IGNORE, np.uint8)
-    identity[: len(classes)] = np.arange(len(classes))
-    if coloured:
-        if (root / ID_MAP).exists():
-            raise DanetError(
-                f"{root / ID_MAP}: an id map applies to single-channel label maps, but "
-                f"{path} gives colours (RGB label maps); remove one of them"
-            )
-        codes = np.array([(r << 16) | (g << 8) | b for r, g, b in colours], np.int64)
-        order = np.argsort(codes)
-        ids = np.array(list(colours.values()), np.uint8)[order]
-        return Layout(tuple(classes), identity, (), palette=(codes[order], ids))
+    return classes, colours if coloured else {}  # an 'ignore' colour alone: single-channel
+
+
+def _id_map_layout(id_map: Path, classes: tuple[str, ...], ignore_index: int) -> Layout:
+    """A single-channel layout whose raw label values id_map.txt maps to class indices."""
     valid = np.zeros(256, bool)
     valid[ignore_index] = True
-    if not (root / ID_MAP).exists():
-        valid[: len(classes)] = True
-        note = f"{path} lists {len(classes)} classes (0-{len(classes) - 1}); " + (
-            f"data.ignore_index is {ignore_index}"
-        )
-        return Layout(tuple(classes), identity, (), valid=valid, valid_note=note)
     lut = np.full(256, IGNORE, np.uint8)
-    for n, line in _lines(root / ID_MAP):
+    for n, line in _lines(id_map):
         words = line.split()
         ok = len(words) == 2 and all(w.isdigit() for w in words) and int(words[0]) <= 255
         if not ok or not (int(words[1]) < len(classes) or int(words[1]) == ignore_index):
             raise DanetError(
-                f"{root / ID_MAP}:{n}: bad line '{line}'; write 'raw_id class_index' with a "
+                f"{id_map}:{n}: bad line '{line}'; write 'raw_id class_index' with a "
                 f"raw id of 0-255 and a class index below {len(classes)} or data.ignore_index "
                 f"{ignore_index}"
             )
         raw, cls = int(words[0]), int(words[1])
         if raw == ignore_index or valid[raw]:
             what = "data.ignore_index" if raw == ignore_index else "mapped twice"
-            raise DanetError(f"{root / ID_MAP}:{n}: raw id {raw} is {what}")
+            raise DanetError(f"{id_map}:{n}: raw id {raw} is {what}")
         valid[raw] = True
         lut[raw] = IGNORE if cls == ignore_index else cls
-    note = f"not in {root / ID_MAP} (map it to data.ignore_index {ignore_index} to ignore it)"
-    return Layout(tuple(classes), lut, (), valid=valid, valid_note=note)
+    note = f"not in {id_map} (map it to data.ignore_index {ignore_index} to ignore it)"
+    return Layout(classes, lut, (), valid=valid, valid_note=note)
 
 
 def list_samples(root: Path, split: str) -> list[tuple[Path, Path]]:

@@ -27,10 +27,11 @@ from pathlib import Path
 
 import numpy as np
 
+from danet import IGNORE_INDEX
 from danet.data import classes as names
 from danet.errors import DanetError, one_line, unknown_choice
 
-IGNORE = 255
+IGNORE = IGNORE_INDEX  # raw values without a class map to it
 
 
 @dataclass(frozen=True)

@@ -26,6 +26,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from danet import IGNORE_INDEX
+
 CLASSES = (
     "background",
     "square/warm",
@@ -38,7 +40,7 @@ CLASSES = (
 )
 SETTINGS = ("context", "local")
 AMBIGUOUS_PAIRS = ((1, 2), (3, 4))  # locally identical in the context setting
-IGNORE = 255
+IGNORE = IGNORE_INDEX  # the ring around each object
 BAND = 44  # band height in px at image_size 176; everything scales with image_size
 MARGIN = 56  # px between the band and the object zone at image_size 176
 WARM, COOL = (200, 90, 40), (40, 90, 200)
@@ -66,7 +68,9 @@ def _paint(img, lab, window, mask, ring, color, cls, rng, stripes=False):
 
 
 def generate(index: int, split: str, setting: str = "context", size: int = 176, data_seed: int = 0):
-    """One (image HxWx3 uint8, label HxW uint8) pair; the same arguments give the same pair."""
+    """One (image HxWx3 uint8, label HxW uint8) pair; the same arguments give the same pair.
+    Everything is drawn from one generator, in this order: noise, tint, band, keys, squares,
+    discs (the pixels depend on it)."""
     rng = np.random.default_rng([data_seed, SPLIT_IDS[split], index])
     s = size / 176
     band, margin = round(BAND * s), round(MARGIN * s)
@@ -77,20 +81,35 @@ def generate(index: int, split: str, setting: str = "context", size: int = 176, 
     top = rng.random() < 0.5  # band on top, objects at the bottom, or the reverse
     band_rows = slice(0, band) if top else slice(size - band, size)
     zone = (band + margin, size) if top else (0, size - band - margin)
-
     full = np.ones((band, size), bool)
-    _paint(
-        img,
-        lab,
-        (band_rows, slice(0, size)),
-        full,
-        full,
-        WARM if warm else COOL,
-        5 if warm else 6,
-        rng,
-    )
+    colour, cls = (WARM, 5) if warm else (COOL, 6)
+    _paint(img, lab, (band_rows, slice(0, size)), full, full, colour, cls, rng)
+    hues, solid = _keys(img, lab, rng, band_rows, s)
 
-    # Two key patches in the band: one hue each, solid or checked, drawn independently.
+    def place(extent: float) -> tuple[float, float]:
+        lo, hi = zone[0] + extent, zone[1] - extent
+        return rng.uniform(lo, max(lo, hi)), rng.uniform(extent, size - extent)
+
+    stripes = setting == "local"
+    _squares(img, lab, rng, place, s, 1 if warm else 2, stripes and not warm)
+    for hue, is_solid in zip(hues, solid):  # three discs per hue
+        for _ in range(3):
+            r = float(np.exp(rng.uniform(np.log(6 * s), np.log(24 * s))))
+            cy, cx = place(r + 1)
+            win = (
+                slice(max(int(cy - r) - 2, 0), min(int(cy + r) + 3, size)),
+                slice(max(int(cx - r) - 2, 0), min(int(cx + r) + 3, size)),
+            )
+            ring, mask = _disc(win, cy, cx, r + 1), _disc(win, cy, cx, r)
+            cls = 3 if is_solid else 4
+            _paint(img, lab, win, mask, ring, HUES[hue], cls, rng, stripes and not is_solid)
+    return np.clip(img, 0, 255).astype(np.uint8), lab
+
+
+def _keys(img, lab, rng, band_rows: slice, s: float) -> tuple[np.ndarray, np.ndarray]:
+    """Two key patches in the band: one hue each, solid or checked, drawn independently;
+    returns (the two hues, whether each is solid)."""
+    size, band = img.shape[0], band_rows.stop - band_rows.start
     hues = rng.choice(len(HUES), size=2, replace=False)
     solid = rng.random(2) < 0.5
     kh, kw = band - round(8 * s), round(44 * s)
@@ -104,13 +123,13 @@ def generate(index: int, split: str, setting: str = "context", size: int = 176, 
         if not is_solid:  # checked: dark 4x4 checks over the hue
             yy, xx = np.ogrid[:kh, :kw]
             img[win][(yy // 4 + xx // 4) % 2 == 1] *= 0.3
+    return hues, solid
 
-    def place(extent: float) -> tuple[float, float]:
-        lo, hi = zone[0] + extent, zone[1] - extent
-        return rng.uniform(lo, max(lo, hi)), rng.uniform(extent, size - extent)
 
-    stripes = setting == "local"
-    for _ in range(4):  # squares at several scales
+def _squares(img, lab, rng, place, s: float, cls: int, stripes: bool) -> None:
+    """Four grey squares of class `cls` at several scales, placed in the object zone."""
+    size = img.shape[0]
+    for _ in range(4):
         side = float(np.exp(rng.uniform(np.log(12 * s), np.log(48 * s))))
         cy, cx = place(side / 2 + 1)
         y0, x0 = round(cy - side / 2), round(cx - side / 2)
@@ -119,20 +138,7 @@ def generate(index: int, split: str, setting: str = "context", size: int = 176, 
         ring = np.ones((win[0].stop - win[0].start, win[1].stop - win[1].start), bool)
         mask = np.zeros_like(ring)
         mask[y0 - win[0].start : y1 - win[0].start, x0 - win[1].start : x1 - win[1].start] = True
-        cls = 1 if warm else 2
-        _paint(img, lab, win, mask, ring, (SQUARE_GREY,) * 3, cls, rng, stripes and not warm)
-    for hue, is_solid in zip(hues, solid):  # three discs per hue
-        for _ in range(3):
-            r = float(np.exp(rng.uniform(np.log(6 * s), np.log(24 * s))))
-            cy, cx = place(r + 1)
-            win = (
-                slice(max(int(cy - r) - 2, 0), min(int(cy + r) + 3, size)),
-                slice(max(int(cx - r) - 2, 0), min(int(cx + r) + 3, size)),
-            )
-            ring, mask = _disc(win, cy, cx, r + 1), _disc(win, cy, cx, r)
-            cls = 3 if is_solid else 4
-            _paint(img, lab, win, mask, ring, HUES[hue], cls, rng, stripes and not is_solid)
-    return np.clip(img, 0, 255).astype(np.uint8), lab
+        _paint(img, lab, win, mask, ring, (SQUARE_GREY,) * 3, cls, rng, stripes)
 
 
 def local_bound_labels(label: np.ndarray, rng: np.random.Generator) -> np.ndarray:

@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 from torchvision.transforms.v2 import functional as TF
 
+from danet import IGNORE_INDEX
 from danet.errors import DanetError, unknown_choice
 
 SCALE_MODES = ("auto", "danet-v0.5.0", "danet-master", "mmseg")
@@ -107,7 +108,7 @@ def train_augment(
     scale_range,
     flip: bool,
     gen: torch.Generator,
-    ignore_index: int = 255,
+    ignore_index: int = IGNORE_INDEX,
     base_size: int | tuple[int, int] = 0,
     scale_mode: str = "auto",
 ):

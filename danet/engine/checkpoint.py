@@ -11,6 +11,7 @@ from typing import Any
 import torch
 
 from danet.errors import DanetError, one_line
+from danet.run_folder import CHECKPOINTS
 from danet.utils import atomic_torch_save
 
 KEEP = 2
@@ -18,7 +19,7 @@ PATTERN = re.compile(r"iter_(\d+)\.pt$")
 
 
 def ckpt_dir(run_dir: Path) -> Path:
-    return run_dir / "ckpt"
+    return run_dir / CHECKPOINTS
 
 
 def save(run_dir: Path, iteration: int, state: dict[str, Any]) -> Path:

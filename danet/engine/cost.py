@@ -32,6 +32,7 @@ from torch import nn
 
 import variants
 from danet import config as C
+from danet.data.transforms import pair
 from danet.engine import distributed, speed, step
 from danet.models.segmentor import STRIDE, HeadOnFeatures
 from danet.utils import atomic_write_json, device_name
@@ -239,8 +240,7 @@ def eval_input(cfg: C.Config, val_set) -> tuple[int, int, int, int]:
 
     mode = cfg.eval.modes[0]
     if mode in ("slide", "msflip"):
-        crop = cfg.eval.crop_size or cfg.data.crop_size
-        h, w = (crop, crop) if isinstance(crop, int) else crop
+        h, w = pair(cfg.eval.crop_size or cfg.data.crop_size)
         return (1, 3, int(h), int(w))
     image = val_set[0][0]
     h, w = resize_to(int(image.shape[-2]), int(image.shape[-1]), cfg.eval.resize)
@@ -248,8 +248,7 @@ def eval_input(cfg: C.Config, val_set) -> tuple[int, int, int, int]:
 
 
 def train_input(cfg: C.Config, world_size: int) -> tuple[int, int, int, int]:
-    crop = cfg.data.crop_size
-    h, w = (crop, crop) if isinstance(crop, int) else crop
+    h, w = pair(cfg.data.crop_size)
     return (cfg.train.batch_size // world_size, 3, int(h), int(w))
 
 
@@ -299,12 +298,20 @@ def _training_peak(
     return peak_memory_mb(one_step, device, net, optimizer, img, lab)
 
 
-def latency_ms(model: nn.Module, shape: Sequence[int], device: torch.device, repeats: int) -> float:
-    """Median time (ms) of a batch-1 forward in eval mode, after one warm-up pass."""
+def call_times(fn: Callable[[], Any], repeats: int) -> list[float]:
+    """Seconds of each of `repeats` calls of `fn`: the one timing helper of the project (cost,
+    profile, bench), through torch.utils.benchmark's Timer, which synchronises an accelerator
+    around each call and runs at torch's thread count."""
     from danet.utils import torch_benchmark
 
-    benchmark = torch_benchmark()
+    timer = torch_benchmark().Timer(
+        stmt="fn()", globals={"fn": fn}, num_threads=torch.get_num_threads()
+    )
+    return [timer.timeit(1).median for _ in range(repeats)]
 
+
+def latency_ms(model: nn.Module, shape: Sequence[int], device: torch.device, repeats: int) -> float:
+    """Median time (ms) of a batch-1 forward in eval mode, after one warm-up pass."""
     x = torch.randn(*shape, device=device)
     model.eval()
 
@@ -315,10 +322,7 @@ def latency_ms(model: nn.Module, shape: Sequence[int], device: torch.device, rep
             torch.cuda.synchronize(device)
 
     forward()
-    timer = benchmark.Timer(
-        stmt="forward()", globals={"forward": forward}, num_threads=torch.get_num_threads()
-    )
-    return 1e3 * statistics.median(timer.timeit(1).median for _ in range(repeats))
+    return 1e3 * statistics.median(call_times(forward, repeats))
 
 
 def measure(

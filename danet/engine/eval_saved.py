@@ -20,11 +20,12 @@ from danet.engine.step import pick_device
 from danet.errors import DanetError
 from danet.models import Segmentor
 from danet.models.convert import load_weights
+from danet.run_folder import CONFIG
 
 
 def _run_dir_of(target: Path) -> Path | None:
     run_dir = target if target.is_dir() else target.parent.parent
-    return run_dir if (run_dir / "config.yaml").is_file() else None
+    return run_dir if (run_dir / CONFIG).is_file() else None
 
 
 def load_saved(
@@ -36,7 +37,7 @@ def load_saved(
     run_dir = _run_dir_of(target)
     if target.is_dir() and run_dir is None:
         raise DanetError(f"{target}/config.yaml: not found; give a run folder made by danet train")
-    base = config_file or (run_dir / "config.yaml" if run_dir else None)
+    base = config_file or (run_dir / CONFIG if run_dir else None)
     if base is None and not overrides:
         raise DanetError(
             f"{target} is not inside a run folder; give --config and/or key=value overrides "

@@ -11,6 +11,7 @@ from PIL import Image
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from danet import IGNORE_INDEX
 from danet.config import EvalConfig
 from danet.engine import speed
 from danet.engine.inference import predict
@@ -26,7 +27,7 @@ def evaluate(
     device: torch.device,
     cfg: EvalConfig | None = None,
     default_crop: int | tuple[int, int] = 0,
-    ignore_index: int = 255,
+    ignore_index: int = IGNORE_INDEX,
     save_dir: Path | None = None,
     num_workers: int = 0,
     amp: str = "off",

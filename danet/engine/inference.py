@@ -28,10 +28,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from danet.config import EvalConfig
+from danet.config import EVAL_MODES, EvalConfig
+from danet.data.transforms import pair
 from danet.errors import DanetError, unknown_choice
 
-MODES = ("whole", "slide", "flip", "msflip")
+MODES = EVAL_MODES  # the config's list of eval.modes
 
 
 def window_starts(length: int, crop: int, stride: int) -> list[int]:
@@ -156,7 +157,7 @@ def predict(
     if mode not in MODES:
         raise unknown_choice("eval.modes", mode, MODES)
     crop = cfg.crop_size or default_crop
-    crop_hw = (crop, crop) if isinstance(crop, int) else tuple(crop)
+    crop_hw = pair(crop)
     if len(crop_hw) != 2 or min(crop_hw) <= 0:
         raise DanetError(f"eval.crop_size must be a positive int or (h, w): {crop}")
     if not 0 < cfg.stride_rate <= 1:  # a stride over the crop would leave pixels uncovered

@@ -15,10 +15,6 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-# RUN_DIR/stop.json asks the run to stop at the end of its step, checkpointed (written by an
-# interrupted `danet sweep` or `danet cancel`; danet.engine.train.stop_requested reads it)
-STOP_FILE = "stop.json"
-
 
 class Preemption:
     def __init__(self) -> None:

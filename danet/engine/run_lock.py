@@ -15,8 +15,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from danet.errors import DanetError
-
-LOCK = ".train.lock"
+from danet.run_folder import LOCK
 
 
 @contextmanager

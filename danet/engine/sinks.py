@@ -15,6 +15,7 @@ from typing import Any
 import torch
 
 from danet.errors import no_space
+from danet.run_folder import LOG, TENSORBOARD
 from danet.utils import progress_bar
 
 
@@ -22,7 +23,7 @@ class Sinks:
     def __init__(
         self, run_dir: Path, start: int, total: int, main: bool, tensorboard: bool, progress: bool
     ) -> None:
-        self.log = (run_dir / "log.jsonl").open("a") if main else None
+        self.log = (run_dir / LOG).open("a") if main else None
         self.board = _board(run_dir, start) if main and tensorboard else None
         self.bar = progress_bar(total, run_dir.name, progress and main, log_every=30.0,
                                 initial=start)  # fmt: skip
@@ -111,4 +112,4 @@ def _board(run_dir: Path, start: int):
     restarts from 0 because no checkpoint was readable) are dropped, so no step shows twice."""
     from torch.utils.tensorboard import SummaryWriter
 
-    return SummaryWriter(log_dir=str(run_dir / "tb"), purge_step=start + 1)
+    return SummaryWriter(log_dir=str(run_dir / TENSORBOARD), purge_step=start + 1)

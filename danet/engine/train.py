@@ -1,10 +1,6 @@
-"""The one training loop shared by every variant: `run(cfg, run_dir)`.
-
-RUN_DIR/config.yaml   the resolved config (a different one in the same folder is an error)
-RUN_DIR/log.jsonl     one JSON object per line: train steps, resume, warning and eval events
-RUN_DIR/tb/           TensorBoard events (train.tensorboard)
-RUN_DIR/ckpt/         atomic checkpoints every train.checkpoint_every iterations
-RUN_DIR/result.json   written last and atomically; its presence marks the run done
+"""The one training loop shared by every variant: `run(cfg, run_dir)`. It writes the run
+folder (danet.run_folder): config.yaml, log.jsonl, TensorBoard events, checkpoints every
+train.checkpoint_every iterations, and result.json last, which marks the run done.
 
 Read top to bottom: `run` (skip a finished run, lock the folder), `setup` (data, model,
 optimiser), `restore` (the newest checkpoint), `train` (the loop), `finish` (evaluate and
@@ -15,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +20,7 @@ from torch.utils.data import Dataset, Subset
 
 from danet import RESULT_SCHEMA, plugins
 from danet import config as C
+from danet import run_folder as F
 from danet.checks import check_config
 from danet.data import build_dataset, feature_cache
 from danet.data.feature_cache import Entry
@@ -32,7 +28,7 @@ from danet.data.frozen import FrozenTrainSet, evaluate_cached
 from danet.data.sampler import seed_from
 from danet.engine import checkpoint, cost, distributed, run_lock, speed, step
 from danet.engine.evaluate import evaluate, metrics_dict
-from danet.engine.preemption import STOP_FILE, Preemption
+from danet.engine.preemption import Preemption
 from danet.engine.sinks import Sinks
 from danet.errors import DanetError
 from danet.models import Segmentor
@@ -84,17 +80,17 @@ def run(
     """
     check_config(cfg)
     run_dir = Path(run_dir)
-    if (run_dir / "result.json").exists():
-        C.write_or_check(run_dir / "config.yaml", cfg)  # another config is refused
-        return json.loads((run_dir / "result.json").read_text())
+    if (run_dir / F.RESULT).exists():
+        C.write_or_check(run_dir / F.CONFIG, cfg)  # another config is refused
+        return F.load_result(run_dir)
     device_type = step.pick_device(cfg.train.device).type
     speed.check(cfg.train, device_type)
     info = distributed.setup(device_type == "cuda")
     preemption = preemption or Preemption()
     try:
         with run_lock.exclusive(run_dir) if info.is_main else contextlib.nullcontext():
-            if (run_dir / "result.json").exists():  # finished while this process waited
-                return json.loads((run_dir / "result.json").read_text())
+            if (run_dir / F.RESULT).exists():  # finished while this process waited
+                return F.load_result(run_dir)
             with preemption.installed():
                 return _train_and_finish(setup(cfg, run_dir, info), stop_after, progress,
                                          preemption)  # fmt: skip
@@ -129,7 +125,7 @@ def setup(cfg: C.Config, run_dir: Path, info: distributed.DistInfo) -> Run:
             "and must divide evenly among them"
         )
     if info.is_main:
-        C.write_or_check(run_dir / "config.yaml", cfg)
+        C.write_or_check(run_dir / F.CONFIG, cfg)
         checkpoint.remove_partial(run_dir)
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
@@ -244,7 +240,7 @@ def stop_requested(r: Run, done: int) -> bool:
     world = r.info.world_size
     if world > 1 and done % r.cfg.train.log_every:
         return False
-    asked = (r.run_dir / STOP_FILE).exists() if r.main else False
+    asked = (r.run_dir / F.STOP).exists() if r.main else False
     if world > 1:
         flag = torch.tensor([float(asked)], device=r.device)
         asked = bool(distributed.all_sum(flag, r.info).item())
@@ -296,7 +292,7 @@ def finish(r: Run, train_time: float, sinks: Sinks) -> dict:
     sinks.evaluated(by_mode, r.cfg.train.iterations)
     sinks.finished(C.to_dict(r.cfg), result)
     if r.main:
-        atomic_write_json(r.run_dir / "result.json", result)
+        atomic_write_json(r.run_dir / F.RESULT, result)
     return result
 
 
@@ -314,7 +310,7 @@ def measure_cost(r: Run) -> dict:
             model.load_state_dict(r.model.state_dict())
         return cost.measure(model, r.cfg, classes, shape, r.device, world)
 
-    return cost.cached_measure(r.run_dir.parent / ".cost", key, make)
+    return cost.cached_measure(r.run_dir.parent / F.COST_CACHE, key, make)
 
 
 def record(
