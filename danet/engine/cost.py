@@ -34,6 +34,7 @@ import variants
 from danet import config as C
 from danet.data.transforms import pair
 from danet.engine import distributed, speed, step
+from danet.models.head import ATTENTION_SLOTS
 from danet.utils import atomic_write_json, device_name
 
 # fvcore's operator names (by_operator keys) that are multiply-add products
@@ -50,7 +51,6 @@ PRODUCT_OPERATORS = frozenset(
         "PythonOp._ChunkedAttention",
     }
 )
-ATTENTION_SLOTS = ("sa", "sc")  # the DANet head's attention modules (danet.models.head)
 LATENCY_REPEATS = 10
 
 
