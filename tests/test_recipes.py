@@ -42,8 +42,11 @@ def test_table1_dry_run_matches_the_paper_recipe():
     assert shared["train.loss_weights"] == "[1.0, 1.0, 1.0]"
     assert shared["eval.crop_size"] == "768" and shared["eval.modes"].startswith("[flip")
     runs = re.findall(r"^  (\S+)  (.*)  -> ", text.split("per run:")[1], flags=re.M)
-    assert len(runs) == 8
+    assert len(runs) == 10  # Table 1's 4 variants and DANet's matched control, 2 backbones
     lrs = {rid.split("-")[0] + "-" + rid.split("-")[1]: own for rid, own in runs}
+    for backbone in ("resnet50", "resnet101"):  # none (dual): DANet's head, losses and lr
+        control = [own for rid, own in runs if rid.startswith(f"none-dual-{backbone}-")]
+        assert len(control) == 1 and "train.lr=0.003" in control[0]
     for backbone in ("resnet50", "resnet101"):  # the 7x7 stem, as at v0.5.0
         for variant in ("none", "pam", "cam"):
             assert "train.lr=0.01" in lrs[f"{variant}-{backbone}"]

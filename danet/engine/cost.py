@@ -34,6 +34,7 @@ import variants
 from danet import config as C
 from danet.data.transforms import pair
 from danet.engine import distributed, speed, step
+from danet.models.head import ATTENTION_SLOTS
 from danet.models.segmentor import STRIDE, HeadOnFeatures
 from danet.utils import atomic_write_json, device_name
 
@@ -51,7 +52,6 @@ PRODUCT_OPERATORS = frozenset(
         "PythonOp._ChunkedAttention",
     }
 )
-ATTENTION_SLOTS = ("sa", "sc")  # the DANet head's attention modules (danet.models.head)
 LATENCY_REPEATS = 10
 
 
@@ -299,15 +299,20 @@ def _training_peak(
 
 
 def call_times(fn: Callable[[], Any], repeats: int) -> list[float]:
-    """Seconds of each of `repeats` calls of `fn`: the one timing helper of the project (cost,
-    profile, bench), through torch.utils.benchmark's Timer, which synchronises an accelerator
-    around each call and runs at torch's thread count."""
-    from danet.utils import torch_benchmark
-
-    timer = torch_benchmark().Timer(
-        stmt="fn()", globals={"fn": fn}, num_threads=torch.get_num_threads()
-    )
-    return [timer.timeit(1).median for _ in range(repeats)]
+    """Seconds of each of `repeats` calls of `fn`, the accelerator's queued work included: the
+    one timing helper of the project (cost, profile, bench). By hand: torch.utils.benchmark's
+    Timer runs two warm-up calls before each timing, and a training step must run once."""
+    accelerator = torch.accelerator.is_available()
+    out = []
+    for _ in range(repeats):
+        if accelerator:
+            torch.accelerator.synchronize()
+        start = time.perf_counter()
+        fn()
+        if accelerator:
+            torch.accelerator.synchronize()
+        out.append(time.perf_counter() - start)
+    return out
 
 
 def latency_ms(model: nn.Module, shape: Sequence[int], device: torch.device, repeats: int) -> float:

@@ -15,6 +15,7 @@ from typing import Any
 import torch
 
 from danet.errors import no_space
+from danet.models.head import OUTPUTS
 from danet.run_folder import LOG, TENSORBOARD
 from danet.utils import progress_bar
 
@@ -67,7 +68,7 @@ class Sinks:
             now = time.perf_counter()
             rate = (done - self.logged) * batch_size / (now - self.at)
             self.board.add_scalar("train/loss", loss, done)
-            for name, part in zip(("fused", "branch_a", "branch_b"), parts):
+            for name, part in zip(OUTPUTS, parts):
                 self.board.add_scalar(f"train/loss_{name}", part, done)
             self.board.add_scalar("train/lr", lr, done)
             self.board.add_scalar("train/images_per_s", rate, done)

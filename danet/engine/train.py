@@ -31,8 +31,7 @@ from danet.engine.evaluate import evaluate, metrics_dict
 from danet.engine.preemption import Preemption
 from danet.engine.sinks import Sinks
 from danet.errors import DanetError
-from danet.models import Segmentor
-from danet.models.head import head_branches
+from danet.models import Segmentor, head
 from danet.models.segmentor import HeadOnFeatures
 from danet.utils import (
     atomic_write_json,
@@ -319,10 +318,10 @@ def record(
     """result.json (schema 1, docs/result-schema.md): what ran, its metrics, its cost, its
     provenance."""
     cfg, world = r.cfg, r.info.world_size
+    branches = head.head_branches(cfg.model.variant, cfg.model.head)
     return {
         "schema": RESULT_SCHEMA, "run_id": r.run_dir.name, "config": C.to_dict(cfg),
-        "variant": cfg.model.variant, "head": "dual" if r.model.head.num_outputs == 3 else "single",
-        "branches": list(head_branches(cfg.model.variant, cfg.model.head)),
+        "variant": cfg.model.variant, "head": head.kind(branches), "branches": list(branches),
         "backbone": cfg.model.backbone, "dataset": cfg.data.name, "setting": cfg.data.setting,
         "seed": cfg.seed, "iterations": cfg.train.iterations,
         **by_mode[cfg.eval.modes[0]],  # the first eval mode's; every mode's under "eval"

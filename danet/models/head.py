@@ -21,6 +21,8 @@ import variants
 from danet.errors import DanetError, unknown_choice
 
 HEADS = ("auto", "single", "dual")
+ATTENTION_SLOTS = ("sa", "sc")  # the attention module of each branch (official names)
+OUTPUTS = ("fused", "branch_a", "branch_b")  # the logits forward returns, in order
 
 
 def head_branches(variant: str, head: str = "auto") -> tuple[str, ...]:
@@ -40,7 +42,12 @@ def head_branches(variant: str, head: str = "auto") -> tuple[str, ...]:
 
 def num_outputs(branches: tuple[str, ...]) -> int:
     """Logit maps the head returns: the fused one, and one per branch of a dual head."""
-    return 3 if len(branches) == 2 else 1
+    return len(OUTPUTS) if len(branches) == 2 else 1
+
+
+def kind(branches: tuple[str, ...]) -> str:
+    """"dual" (two branches, three outputs) or "single", as result.json records it."""
+    return "dual" if len(branches) == 2 else "single"
 
 
 def conv_bn_relu(cin: int, cout: int) -> nn.Sequential:
