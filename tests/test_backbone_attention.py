@@ -145,3 +145,15 @@ def _valid() -> dict:
             "setting": "context", "seed": 0, "iterations": 4, "miou": 0.5,
             "pixel_accuracy": 0.5, "params": 1, "head_params": 1, "train_time_s": 1.0,
             "classes": ["a"], "per_class_iou": {"a": 0.5}}
+
+
+def test_the_head_starts_as_in_the_run_without_it():
+    from danet.models.segmentor import Segmentor
+
+    models = []
+    for spec in ({}, GC34):
+        torch.manual_seed(0)
+        cfg = C.ModelConfig(backbone="resnet18", variant="pam", backbone_attention=spec)
+        models.append(Segmentor(cfg, 4))
+    plain, inside = (m.head.state_dict() for m in models)
+    assert all(torch.equal(plain[k], inside[k]) for k in plain)

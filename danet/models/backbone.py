@@ -186,8 +186,10 @@ class Backbone(nn.Module):
             load_pretrained(self.body, state, name, pretrained)
         if multi_grid:
             set_multi_grid(self.body, name, multi_grid)
-        # after the weights: the file has no tensors of the new modules, which keep their init
-        inserted = insert_attention(self.body, attention, name) if attention else []
+        # after the weights: the file has no tensors of the new modules, which keep their init;
+        # drawn on a forked generator, so the head starts as in the run without them
+        with torch.random.fork_rng(devices=[]):
+            inserted = insert_attention(self.body, attention, name) if attention else []
         self.attention_names: list[str] = [f"body.{n}" for n in inserted]
         self.out_channels: int = self.body.feature_info.channels()[-1]
         self.head_channels: int = spec.head_channels or self.out_channels // 4
