@@ -15,7 +15,8 @@ from typing import Any
 import pandas as pd
 
 from analysis.stats import DUAL
-from danet import RESULT_SCHEMA
+from danet import RESULT_SCHEMA, placement
+from danet.errors import DanetError
 from danet.run_folder import RESULT, load_result
 
 FIX = "delete the file to re-run, or fix it"
@@ -115,6 +116,14 @@ NESTED: dict[tuple[str, str], tuple[Callable[[Any], bool], str]] = {
 }
 
 
+def _placement(v: Any) -> bool:
+    """A model.backbone_attention value in its normal form (danet.placement)."""
+    try:
+        return placement.normalize(v, "") == v
+    except DanetError:
+        return False
+
+
 def _bad(field: str, what: str, value: Any) -> str:
     return f"'{field}' must be {what}, got {value!r}"
 
@@ -140,6 +149,11 @@ def check_result(data: dict[str, Any]) -> str | None:
         value = (data.get(field) or {}).get(key)
         if value is not None and not accepts(value):
             return _bad(f"{field}.{key}", what, value)
+    model = (data.get("config") or {}).get("model")
+    inside = model.get("backbone_attention") if isinstance(model, dict) else None
+    if inside is not None and not _placement(inside):
+        what = "{} or {variant, stages, where, opts}"
+        return _bad("config.model.backbone_attention", what, inside)
     for mode, metrics in (data.get("eval") or {}).items():
         if not isinstance(metrics, dict) or not _fraction(metrics.get("miou")):
             got = metrics.get("miou") if isinstance(metrics, dict) else metrics
@@ -152,7 +166,9 @@ def skeleton(data: dict[str, Any]) -> dict[str, Any]:
     `losses` (the weights of its outputs' losses), `module` (the registry name), and `variant`
     relabelled with the head where the module would have the other one: a single-module
     variant in the dual head is "pam (dual)", the dual head's baseline "none (dual)" (the
-    matched control of DANet, analysis.stats)."""
+    matched control of DANet, analysis.stats). Attention inside the backbone
+    (model.backbone_attention) is named after it, "none + gc@block[3,4]", so that tables
+    never pool runs with and without it; `backbone_attention` holds that placement alone."""
     branches = data.get("branches") or [data["variant"]]
     head = data.get("head") if data.get("head") in ("single", "dual") else "single"
     outputs = 3 if head == "dual" else 1
@@ -161,7 +177,17 @@ def skeleton(data: dict[str, Any]) -> dict[str, Any]:
     if head == "dual" and (len(branches) < 2 or branches[1] == "none"):
         label += DUAL
     losses = ":".join(f"{float(w):g}" for w in list(weights)[:outputs])
-    return {"variant": label, "module": data["variant"], "head": head, "losses": losses}
+    model = (data.get("config") or {}).get("model") or {}
+    inside = placement.label(model.get("backbone_attention"))
+    if inside:
+        label += f" + {inside}"
+    return {
+        "variant": label,
+        "module": data["variant"],
+        "head": head,
+        "losses": losses,
+        "backbone_attention": inside,
+    }
 
 
 def _read(run_dir: Path) -> tuple[dict[str, Any] | None, str]:

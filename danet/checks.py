@@ -9,7 +9,7 @@ from collections.abc import Callable
 
 import variants
 from danet import config as C
-from danet import plugins
+from danet import placement, plugins
 from danet.config import EVAL_MODES as MODES
 from danet.data import check_data_config
 from danet.data.transforms import check_scale_mode, pair
@@ -17,6 +17,7 @@ from danet.engine import speed
 from danet.engine.inference import resize_to
 from danet.errors import DanetError, unknown_choice
 from danet.models import BACKBONES
+from danet.models.backbone_attention import create as create_inserted
 from danet.models.head import head_branches, num_outputs
 from danet.models.segmentor import STRIDE
 from danet.models.shipped_weights import IMAGENET, shipped_file
@@ -63,6 +64,7 @@ def check_config(cfg: C.Config) -> None:
         )
     check_eval_config(cfg.eval)
     check_frozen(cfg)
+    check_backbone_attention(cfg.model)
     if cfg.model.pretrained == IMAGENET:
         shipped_file(cfg.model.backbone)  # one line when this backbone has no shipped weights
     if cfg.train.device not in ("auto", "cpu") and not cfg.train.device.startswith("cuda"):
@@ -99,6 +101,37 @@ def check_model(cfg: C.Config) -> None:
         raise DanetError(
             f"'train.loss_weights' has {len(cfg.train.loss_weights)} weights; variant "
             f"'{cfg.model.variant}' has {outputs} outputs in this head (fused, then per branch)"
+        )
+
+
+def check_backbone_attention(model: C.ModelConfig) -> None:
+    """model.backbone_attention (normal form: danet.placement): a registered variant other than
+    none, its options, and stages that the backbone has as ResNet stages."""
+    spec = model.backbone_attention
+    if not spec:
+        return
+    key, name = placement.KEY, spec["variant"]
+    valid = [v for v in variants.available() if v != "none"]
+    if name not in valid:
+        hint = "; leave the key empty for none" if name == "none" else ""
+        raise DanetError(f"{unknown_choice(f'{key}.variant', name, valid)}{hint}")
+    create_inserted(spec, 8)  # checks option names, types and ranges
+    if not variants.is_builtin(name):  # a plugin: it must keep (B, C, H, W)
+        variants.check_shape(name, spec["opts"])
+    backbone = BACKBONES[model.backbone]
+    # every ResNet here is timm's (layer1..layer4; `tiny` is cut after its stage 2)
+    stages = range(1, backbone.stage + 1) if backbone.timm_name.startswith("resnet") else ()
+    missing = [s for s in spec["stages"] if s not in stages]
+    if missing:
+        has = f"stages {list(stages)}" if stages else "no ResNet stages (not a ResNet)"
+        raise DanetError(
+            f"'{key}.stages' {spec['stages']}: backbone '{model.backbone}' has {has}; choose "
+            "among them, or a ResNet backbone (e.g. model.backbone=resnet50)"
+        )
+    if model.freeze_backbone:
+        raise DanetError(
+            f"'{key}' with model.freeze_backbone=true would freeze untrained modules inside "
+            "the backbone; train the backbone (model.freeze_backbone=false) or leave the key empty"
         )
 
 

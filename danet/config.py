@@ -14,7 +14,7 @@ from typing import Any
 
 import yaml
 
-from danet import IGNORE_INDEX
+from danet import IGNORE_INDEX, placement
 from danet.errors import DanetError, coerce, did_you_mean, one_line
 
 EVAL_MODES = ("whole", "slide", "flip", "msflip")  # eval.modes: danet.engine.inference runs each
@@ -58,6 +58,9 @@ class ModelConfig:
     # frozen-feature protocol: the backbone stays as loaded (eval mode, no gradients), its
     # features of every image are computed once and cached; only the head trains (README)
     freeze_backbone: bool = False
+    # attention inside a ResNet backbone, e.g. {variant: gc, stages: [3, 4], where: block}:
+    # block = in every residual block before the sum, stage = after the stage (docs/model.md)
+    backbone_attention: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -178,6 +181,8 @@ def apply(
         parent, _, leaf = key.rpartition(".")
         target = get(cfg, parent) if parent else cfg
         value = coerce(key, value, keys[key], source)
+        if key == placement.KEY:
+            value = placement.normalize(value, source)
         if key == "plugins":
             from danet.plugins import resolve
 
@@ -258,7 +263,7 @@ def from_dict(d: dict[str, Any], source: str = "config") -> Config:
 # when at the default, so that the runs of an existing grid keep their folders.
 ADDED_LATER: dict[str, Any] = {
     "plugins": [], "data.ignore_index": IGNORE_INDEX, "eval.every": 0,
-    "model.freeze_backbone": False, "data.scale_mode": "auto",
+    "model.freeze_backbone": False, "data.scale_mode": "auto", "model.backbone_attention": {},
 }
 
 
@@ -277,7 +282,8 @@ def run_id(cfg: Config) -> str:
             del section[leaf]
     digest = hashlib.sha1(json.dumps(d, sort_keys=True).encode()).hexdigest()[:8]
     head = "" if cfg.model.head == "auto" else f"-{cfg.model.head}"  # none-dual: the control
-    return f"{cfg.model.variant}{head}-{cfg.model.backbone}-{cfg.data.name}-s{cfg.seed}-{digest}"
+    model = cfg.model.backbone + placement.slug(cfg.model.backbone_attention)  # resnet18+gc@block34
+    return f"{cfg.model.variant}{head}-{model}-{cfg.data.name}-s{cfg.seed}-{digest}"
 
 
 def write_or_check(path: Path, cfg: Config) -> None:

@@ -215,21 +215,23 @@ def peak_memory_mb(
 
 
 def attention_names(model: nn.Module) -> list[str]:
-    """Dotted names of the head's attention modules (none for the identity)."""
+    """Dotted names of the model's attention modules: the head's (none for the identity),
+    then those inserted into the backbone (model.backbone_attention)."""
     head = model.head
+    inserted = getattr(model.backbone, "attention_names", [])
     return [
         f"head.{slot}"
         for slot in ATTENTION_SLOTS
         if hasattr(head, slot) and not isinstance(getattr(head, slot), variants.Identity)
-    ]
+    ] + [f"backbone.{name}" for name in inserted]
 
 
 def without_attention(model: nn.Module) -> nn.Module:
     """A copy of the model with each attention module replaced by the identity."""
     bare = copy.deepcopy(model)
     for name in attention_names(bare):
-        slot = name.split(".")[-1]
-        setattr(bare.head, slot, variants.Identity(0))
+        parent, _, slot = name.rpartition(".")
+        setattr(bare.get_submodule(parent), slot, variants.Identity(0))
     return bare
 
 

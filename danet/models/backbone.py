@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from danet.errors import DanetError, one_line, unknown_choice
+from danet.models.backbone_attention import insert as insert_attention
 from danet.models.shipped_weights import IMAGENET, imagenet_state
 
 # What the datasets' images are normalised with (danet.data.transforms.normalize): the
@@ -156,9 +157,17 @@ class Backbone(nn.Module):
     """A timm feature extractor returning one stride-8 feature map.
 
     `multi_grid`: layer4's per-block dilations (set_multi_grid); (): timm's 2, 4, 4.
+    `attention`: attention modules to insert into its stages (danet.placement's normal form;
+    {}: none); `attention_names` lists them (dotted names in this module).
     """
 
-    def __init__(self, name: str, pretrained: str = "", multi_grid: Sequence[int] = ()) -> None:
+    def __init__(
+        self,
+        name: str,
+        pretrained: str = "",
+        multi_grid: Sequence[int] = (),
+        attention: Mapping[str, Any] | None = None,
+    ) -> None:
         super().__init__()
         if name not in BACKBONES:
             raise unknown_choice("backbone", name, BACKBONES)
@@ -177,6 +186,11 @@ class Backbone(nn.Module):
             load_pretrained(self.body, state, name, pretrained)
         if multi_grid:
             set_multi_grid(self.body, name, multi_grid)
+        # after the weights: the file has no tensors of the new modules, which keep their init;
+        # drawn on a forked generator, so the head starts as in the run without them
+        with torch.random.fork_rng(devices=[]):
+            inserted = insert_attention(self.body, attention, name) if attention else []
+        self.attention_names: list[str] = [f"body.{n}" for n in inserted]
         self.out_channels: int = self.body.feature_info.channels()[-1]
         self.head_channels: int = spec.head_channels or self.out_channels // 4
         self.mean, self.std = input_normalization(self.body)

@@ -20,7 +20,9 @@ def upsample(outputs: list[torch.Tensor], size) -> list[torch.Tensor]:
 class Segmentor(nn.Module):
     def __init__(self, cfg: ModelConfig, num_classes: int) -> None:
         super().__init__()
-        self.backbone = Backbone(cfg.backbone, cfg.pretrained, cfg.multi_grid)
+        self.backbone = Backbone(
+            cfg.backbone, cfg.pretrained, cfg.multi_grid, cfg.backbone_attention
+        )
         self.head = DANetHead(
             self.backbone.out_channels,
             num_classes,
