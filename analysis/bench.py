@@ -99,7 +99,7 @@ OPTIONS = {
 MODEL_OPTIONS = (
     "channels_last", "amp_bf16", "amp_fp16", "compile", "cudnn_benchmark_off",
     "keep_freed_memory_off",
-)  # fmt: skip
+)
 R50 = ["model.backbone=resnet50", "train.threads=0"]
 SETTINGS = {
     s.name: s
@@ -335,7 +335,7 @@ class Bench:
                 step_ms=1e3 * step_s[name], images_per_s=cfg.train.batch_size / step_s[name],
                 forward_gflops=gflops, achieved_gflops=achieved,
                 fraction_of_fp32=achieved / ceiling, peak_memory_mb=memory,
-            )  # fmt: skip
+            )
             del trainer
             if name == "danet" and s.name.startswith("r50"):
                 self.add(
@@ -343,7 +343,7 @@ class Bench:
                     value=achieved / ceiling, target=f">= {TARGET_FRACTION}",
                     ok=achieved / ceiling >= TARGET_FRACTION,
                     note="danet step's achieved FLOP/s / the best fp32 matmul's",
-                )  # fmt: skip
+                )
             if name == "danet" and s.name == "r50-d8-cityscapes":  # mmseg's V100 figures
                 self.add(
                     "reference", s.name, variant=name, **common, peak_memory_mb=memory,
@@ -351,7 +351,7 @@ class Bench:
                     note="mmseg DANet R50-D8 512x1024 on a V100: 7.4 GB to train, 2.66 fps "
                     "inference (model zoo, configs/danet; docs/reference.md, section 2); "
                     "inference rows below: 1024x2048",
-                )  # fmt: skip
+                )
 
         if "danet" in variant_names and IDENTITY in variant_names:
             self.attention_overhead(s, cfg, train_set, common)
@@ -380,7 +380,7 @@ class Bench:
             "check", s.name, variant="danet", name="attention_overhead", **common,
             value=ratio, target=f"<= {TARGET_OVERHEAD}", ok=ratio <= TARGET_OVERHEAD,
             note=f"danet step / {IDENTITY} step, {len(times['danet'])} steps each",
-        )  # fmt: skip
+        )
 
     def data_loading(self, s: Setting, cfg: C.Config, train_set, common: dict) -> None:
         """The real loader against the same batches already in memory, side by side."""
@@ -403,12 +403,12 @@ class Bench:
             "data", s.name, variant="danet", **common, value=ratio,
             step_ms=1e3 * median(times["loader"]), baseline_ms=1e3 * median(times["memory"]),
             exact=same, note=f"num_workers={cfg.data.num_workers}",
-        )  # fmt: skip
+        )
         self.add(
             "check", s.name, variant="danet", name="data_loading", **common, value=ratio,
             target=f"<= {TARGET_DATA}", ok=ratio <= TARGET_DATA,
             note="step with the real loader / step with the batches in memory",
-        )  # fmt: skip
+        )
 
     def inference(self, s: Setting, vcfg: C.Config, num_classes: int, common: dict) -> None:
         ch, cw = pair(vcfg.data.crop_size)
@@ -430,7 +430,7 @@ class Bench:
                 "inference", s.name, variant=vcfg.model.variant, mode=mode, size=f"{h}x{w}",
                 threads=common["threads"], batch=1, steps=len(times), step_ms=1e3 * median(times),
                 images_per_s=1 / median(times),
-            )  # fmt: skip
+            )
 
     def option(self, s: Setting, option: Option, cfg: C.Config, train_set, common: dict) -> None:
         base = with_overrides(variant_config(cfg, "danet"), option.baseline)
@@ -458,7 +458,7 @@ class Bench:
             setting_on=" ".join(option.overrides), steps=len(times["on"]),
             step_ms=1e3 * on_s, baseline_ms=1e3 * off_s, value=off_s / on_s,
             first_step_s=first, exact=same, loss_rel_diff=diff,
-        )  # fmt: skip
+        )
 
 
 def variant_config(cfg: C.Config, name: str) -> C.Config:
@@ -481,7 +481,7 @@ COLUMNS = [
     "batch", "steps", "step_ms", "baseline_ms", "images_per_s", "forward_gflops",
     "achieved_gflops", "fraction_of_fp32", "gflops", "value", "target", "ok", "exact",
     "loss_rel_diff", "first_step_s", "peak_memory_mb", "setting_on", "note", "device",
-]  # fmt: skip
+]
 
 
 # (section, title, {column: header}, {column: number format}) of each markdown table
@@ -521,7 +521,7 @@ TABLES = [
      {"setting": "setting", "name": "check", "value": "measured", "target": "target",
       "ok": "met", "note": "what"},
      {"value": ".3f"}),
-]  # fmt: skip
+]
 
 
 def _shown(value: Any, spec: str | None) -> str:

@@ -61,7 +61,7 @@ def _model(config: dict[str, Any], num_classes: int) -> torch.nn.Module:
 def measure(
     models: dict[str, tuple[dict, int, Sequence[int]]], threads: int, rounds: int = ROUNDS,
     budget_s: float = BUDGET_S,
-) -> dict[str, Any]:  # fmt: skip
+) -> dict[str, Any]:
     """{label: (run config, class count, input shape)} -> the side-by-side measurement:
     per label the median and half-IQR in ms and the samples; with the machine, threads and
     rounds."""
@@ -90,7 +90,7 @@ def measure(
         "machine": machine(), "threads": threads, "rounds": len(next(iter(samples.values()))),
         "torch": torch.__version__,
         "models": {k: summary(v) for k, v in samples.items()},
-    }  # fmt: skip
+    }
 
 
 def summary(values: Sequence[float]) -> dict[str, Any]:
@@ -103,14 +103,14 @@ def cache_key(models: dict[str, tuple[dict, int, Sequence[int]]], threads: int) 
         "machine": machine(), "threads": threads, "torch": torch.__version__,
         "models": {k: [cfg.get("model"), cfg.get("plugins"), n, list(shape)]
                    for k, (cfg, n, shape) in models.items()},
-    }  # fmt: skip
+    }
     return hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()[:20]
 
 
 def cached_measure(
     models: dict[str, tuple[dict, int, Sequence[int]]], threads: int, folder: Path,
     run: bool = True,
-) -> dict[str, Any] | None:  # fmt: skip
+) -> dict[str, Any] | None:
     """The same set's earlier measurement on this machine from `folder`, else measure() (None
     when not `run`)."""
     path = folder / f"{cache_key(models, threads)}.json"
@@ -128,7 +128,7 @@ def cached_measure(
 def table_latency(
     df, raw: dict[str, dict], keys: Sequence[str], folder: Path, threads: int = 0,
     run: bool = True,
-) -> tuple[dict[tuple, dict], str]:  # fmt: skip
+) -> tuple[dict[tuple, dict], str]:
     """Side-by-side latency of each (group values..., variant) of a runs DataFrame (its first
     run's config and evaluation input), and the line that says how it was measured. `threads`:
     0 takes the runs' train.threads when they agree (else torch's default). Not `run`: only an

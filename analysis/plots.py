@@ -115,7 +115,7 @@ def miou_points(df: pd.DataFrame) -> pd.DataFrame:
         rows.append({**{k: first[k] for k in keys}, "group": group, "variant": variant,
                      "control": control_name(head),
                      "n": int(runs["miou"].notna().sum()), "mean": mean, "low": low,
-                     "high": high})  # fmt: skip
+                     "high": high})
     out = pd.DataFrame(rows)
     if out.empty:
         return out
@@ -155,14 +155,14 @@ def _draw_control_bands(ax: plt.Axes, points: pd.DataFrame) -> list[Artist]:
     only (the control and the rows compared with it), so a row is read against its control."""
     handles = []
     for name, gid, colour in ((BASELINE, BASELINE_BAND, "0.88"),
-                              (BASELINE + DUAL, DUAL_BAND, "#cfe0f0")):  # fmt: skip
+                              (BASELINE + DUAL, DUAL_BAND, "#cfe0f0")):
         control = points[points["variant"] == name]
         if control.empty or math.isnan(control["low"].iloc[0]):
             continue
         c = control.iloc[0]
         for x in np.flatnonzero((points["control"] == name).to_numpy()):
             ax.add_patch(Rectangle((x - 0.45, c["low"]), 0.9, c["high"] - c["low"], color=colour,
-                                   zorder=0, lw=0, gid=gid))  # fmt: skip
+                                   zorder=0, lw=0, gid=gid))
             ax.hlines(c["mean"], x - 0.45, x + 0.45, color="0.45", lw=0.8, ls="--", zorder=1)
         handles.append(Patch(color=colour, label=f"{name}: 95 % interval (its rows)"))
     return handles
@@ -182,13 +182,13 @@ def _draw_miou_panel(ax: plt.Axes, points: pd.DataFrame, seeds: pd.DataFrame) ->
         p = points[with_ci]
         yerr = np.vstack([p["mean"] - p["low"], p["high"] - p["mean"]])
         ax.errorbar(x[with_ci], p["mean"], yerr=yerr, fmt="o", color="black", ms=5,
-                    capsize=3, lw=1.2, zorder=3)  # fmt: skip
+                    capsize=3, lw=1.2, zorder=3)
         handles.append(Line2D([], [], color="black", marker="o", ms=5, label="mean, 95 % CI"))
     if (~with_ci).any():
         p = points[~with_ci]
         ax.plot(x[~with_ci], p["mean"], "o", color="black", mfc="white", ms=5, zorder=3)
         handles.append(Line2D([], [], color="black", marker="o", mfc="white", ls="",
-                              ms=5, label="one run: no interval"))  # fmt: skip
+                              ms=5, label="one run: no interval"))
     position = dict(zip(points["variant"], x))
     sx = seeds["variant"].map(position).to_numpy(float) + 0.22
     ax.scatter(sx, seeds["miou"], s=9, color="0.35", zorder=2, lw=0)
@@ -258,9 +258,9 @@ def fig_miou_vs_gflops(main: pd.DataFrame, df: pd.DataFrame) -> plt.Figure | Non
         low = r.mIoU - r.low if r.low == r.low else 0.0  # one run: the point alone
         high = r.high - r.mIoU if r.high == r.high else 0.0
         ax.errorbar(r.GFLOPs, r.mIoU, yerr=[[low], [high]], fmt=markers.get(r.group, "o"),
-                    color=colours[r.variant], ms=6, capsize=3, lw=1.1, zorder=3)  # fmt: skip
+                    color=colours[r.variant], ms=6, capsize=3, lw=1.1, zorder=3)
         ax.annotate(r.variant, (r.GFLOPs, r.mIoU), xytext=(4, 4), textcoords="offset points",
-                    fontsize=7.5)  # fmt: skip
+                    fontsize=7.5)
     for _, g in data.groupby("group", sort=False):
         idx = pareto_front(g["GFLOPs"].to_numpy(float), g["mIoU"].to_numpy(float))
         ax.plot(g["GFLOPs"].to_numpy()[idx], g["mIoU"].to_numpy()[idx], "k--", lw=1, zorder=1)
@@ -328,7 +328,7 @@ def fig_per_class(per_class: pd.DataFrame) -> plt.Figure | None:
     mat = per_class[classes].set_axis(index, axis=0).astype(float)
     fig, ax = plt.subplots(figsize=(1.8 + 0.45 * len(classes), 1.2 + 0.3 * len(mat)))
     sns.heatmap(mat, annot=True, fmt=".1f", cmap="viridis", cbar_kws={"label": "IoU (%)"},
-                annot_kws={"fontsize": 7}, ax=ax)  # fmt: skip
+                annot_kws={"fontsize": 7}, ax=ax)
     ax.set(xlabel="class", ylabel="", title="IoU per class (mean over seeds)")
     fig.tight_layout()
     return fig
@@ -346,7 +346,7 @@ def _log_records(records: list[dict]) -> tuple[list[dict], list[dict]]:
             continue
         if rec.get("event") == "eval" and "miou" in rec:
             evals.append({"iteration": rec["iteration"], "mode": rec.get("mode", ""),
-                          "miou": 100 * float(rec["miou"])})  # fmt: skip
+                          "miou": 100 * float(rec["miou"])})
         elif "event" not in rec and ("losses" in rec or "loss" in rec):
             parts = rec.get("losses")
             loss = parts[0] if isinstance(parts, list) and parts else rec.get("loss")
@@ -365,7 +365,7 @@ def read_logs(df: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     for row in df.itertuples():
         s, e = _log_records(read_log(Path(row.path)))
         tags = {"path": row.path, "variant": row.variant, "seed": row.seed,
-                **{k: getattr(row, k) for k in keys}}  # fmt: skip
+                **{k: getattr(row, k) for k in keys}}
         if s:
             steps.append(pd.DataFrame(s).drop_duplicates("iteration", keep="last").assign(**tags))
         if e:
@@ -432,7 +432,7 @@ def fig_learning_curves(
     fig, axes = plt.subplots(
         len(groups), 2, figsize=(TEXT_IN, 0.4 + 2.6 * len(groups)), squeeze=False,
         sharex="row", layout="constrained",
-    )  # fmt: skip
+    )
     for (ax_loss, ax_val), g in zip(axes, groups):
         prefix = f"{g}\n" if len(groups) > 1 else ""
         _draw_curves(ax_loss, loss[label["loss"] == g], order, colours, markers=False)
@@ -441,10 +441,10 @@ def fig_learning_curves(
         ax_val.set(xlabel="iteration", ylabel="val mIoU (%)")
         if loss[label["loss"] == g].empty:
             ax_loss.text(0.5, 0.5, "no training lines in log.jsonl", ha="center",
-                         transform=ax_loss.transAxes)  # fmt: skip
+                         transform=ax_loss.transAxes)
         if val[label["val"] == g].empty:
             ax_val.text(0.5, 0.5, "no eval events in log.jsonl", ha="center",
-                        transform=ax_val.transAxes)  # fmt: skip
+                        transform=ax_val.transAxes)
     axes[0][0].set_title("(a) training loss of the fused output")
     axes[0][1].set_title(f"(b) validation mIoU ({mode}), markers: evaluations")
     fig.suptitle(f"mean over seeds, band {BAND}")

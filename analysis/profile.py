@@ -289,7 +289,7 @@ def write_csv(df, path: Path) -> None:
 
 # the figures of a row's line on stderr, as to_markdown shows them
 FIGURES = ("params_m", "gmacs_fvcore", "gflops_flopcounter", "rel_diff", "mem_fwd_mb",
-           "mem_fwdbwd_mb", "latency_ms")  # fmt: skip
+           "mem_fwdbwd_mb", "latency_ms")
 
 
 def row_line(row: dict[str, Any]) -> str:
@@ -351,7 +351,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--device", default="cuda" if torch.cuda.is_available() else "cpu",
         help="cpu or cuda[:N] (default: cuda when there is one)",
-    )  # fmt: skip
+    )
     p.add_argument("--variants", nargs="+", default=None, help="default: all registered")
     p.add_argument(
         "--plugins", nargs="+", default=[], help="your modules or .py files (config: plugins)"
@@ -359,11 +359,11 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--scopes", nargs="+", default=list(SCOPES), choices=SCOPES,
         help="the module alone, the DANet head around it, the whole model (default: all)",
-    )  # fmt: skip
+    )
     p.add_argument(
         "--sizes", type=int, nargs="+", default=None,
         help="feature sizes (side of the H x W grid; default: 33 65 97 129)",
-    )  # fmt: skip
+    )
     p.add_argument("--repeats", type=int, default=None, help="default: 3 on CPU, 10 on GPU")
     p.add_argument("--full", action="store_true", help="measure the whole model on the CPU too")
     p.add_argument("--no-measure", action="store_true", help="count only (no memory/latency)")

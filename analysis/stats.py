@@ -149,7 +149,7 @@ def _compare(vals: pd.Series, control: pd.Series, level: float) -> dict:
 
 
 def _row_vs_control(sub: pd.DataFrame, variant: str, vals: pd.Series, value: str,
-                    baseline: str, level: float) -> dict:  # fmt: skip
+                    baseline: str, level: float) -> dict:
     """The row's control and its comparison with it (module docstring)."""
     nan = float("nan")
     runs = sub[sub["variant"] == variant]
@@ -184,7 +184,7 @@ def _adjust(group_rows: list[dict], vals_of: dict, controls: dict, level: float)
         if np.isfinite(row["p_value"]):
             simultaneous = 1 - (1 - level) / m
             _, lo, hi, _, _ = delta_ci(vals_of[row["variant"]], controls[row["variant"]],
-                                       simultaneous)  # fmt: skip
+                                       simultaneous)
             row["sim_low"], row["sim_high"] = lo, hi
         method = row["ci_method"]
         if method in ("baseline", "control"):
@@ -246,7 +246,7 @@ PARTS = ("paper protocol", "head", "attention")
 
 
 def decompose(df: pd.DataFrame, value: str = "miou", group: Sequence[str] = GROUP,
-              level: float = LEVEL) -> pd.DataFrame:  # fmt: skip
+              level: float = LEVEL) -> pd.DataFrame:
     """What each part of a dual-head variant's gain over the single-head baseline comes from,
     per group: `paper protocol` (the variant against the single-head baseline, as the DANet
     paper's Table 1 compares), `head` (the dual head's second branch and its two losses: the
@@ -262,7 +262,7 @@ def decompose(df: pd.DataFrame, value: str = "miou", group: Sequence[str] = GROU
         heads = sub.groupby("variant")["head"].first() if "head" in sub else pd.Series()
         for variant in [v for v, h in heads.items() if h == "dual" and v != dual]:
             arms = {"paper protocol": (variant, single), "head": (dual, single),
-                    "attention": (variant, dual)}  # fmt: skip
+                    "attention": (variant, dual)}
             for part, (a, b) in arms.items():
                 x, y = _arm(sub, a, value), _arm(sub, b, value)
                 row = dict(zip(keys, gvals), variant=variant, part=part, contrast=f"{a} - {b}")

@@ -92,7 +92,7 @@ def side(size) -> float:
 def main_table(
     df: pd.DataFrame, order: Sequence[str] = (), baseline: str = BASELINE,
     latency: dict[tuple, dict] | None = None,
-) -> pd.DataFrame:  # fmt: skip
+) -> pd.DataFrame:
     """Numeric main table, one row per group x variant, mIoU in percent: the zoo-named group
     columns, mIoU (mean over seeds), its std and 95 % t-interval, n, seeds, Δ vs the
     matched control with its intervals, method, p values and the verdict (analysis.stats),
@@ -115,7 +115,7 @@ def main_table(
         "Δ sim. low": s["sim_low"], "Δ sim. high": s["sim_high"],
         "CI method": s["ci_method"], "p": s["p_value"], "p (Holm)": s["p_holm"],
         "p (Bonferroni)": s["p_bonferroni"], "Verdict": s["verdict"],
-    })  # fmt: skip
+    })
     if "miou_msflip" in df and df["miou_msflip"].notna().any():
         ms = pct.assign(miou=100 * df["miou_msflip"]).groupby(keys + ["variant"], dropna=False)
         out["mIoU(ms+flip)"] = s.merge(
@@ -126,7 +126,7 @@ def main_table(
         "Params (M)": s["params"] / 1e6, "Attn params (K)": s["params_attention"] / 1e3,
         "Mem (MB)": s["train_peak_mb"], "Attn mem (MB)": s["attention_peak_mb"],
         "In-run latency (ms)": s["latency_ms"], "Train time (s)": s["train_time_s"],
-    })  # fmt: skip
+    })
     cells = [tuple(row) for row in s[keys + ["variant"]].itertuples(index=False)]
     side = [(latency or {}).get(c, {}) for c in cells]
     out["Latency (ms)"] = [m.get("median_ms", np.nan) for m in side]
@@ -218,7 +218,7 @@ def display_table(table: pd.DataFrame, compact: bool = False) -> pd.DataFrame:
             shown["mIoU(ms+flip)"] = table["mIoU(ms+flip)"].map(_fmt)
         columns = [("GFLOPs", ".3f"), ("Attn GFLOPs", ".3f"), ("Params (M)", ".3f"),
                    ("Attn params (K)", ".1f"), ("Mem (MB)", ".1f"), ("Attn mem (MB)", ".1f"),
-                   ]  # fmt: skip
+                   ]
     for col, spec in columns:
         shown[col] = table[col].map(lambda x, s=spec: _fmt(x, s))
     if not compact and table["Latency (ms)"].notna().any():  # measured side by side only
@@ -248,7 +248,7 @@ def to_latex(shown: pd.DataFrame, caption: str = "", label: str = "") -> str:
     tex = styler.to_latex(
         hrules=True, caption=caption or None, label=label or None, column_format=align,
         position="t", position_float="centering",
-    )  # fmt: skip
+    )
     narrow = "\\footnotesize\n\\setlength{\\tabcolsep}{3pt}\n"  # fits a page's text width
     tex = tex.replace("\\centering\n", "\\centering\n" + narrow, 1)
     return tex.replace("±", r"$\pm$").replace("Δ", r"$\Delta$")
@@ -271,7 +271,7 @@ def decomposition_table(df: pd.DataFrame) -> pd.DataFrame:
         "Part": d["part"], "Contrast": d["contrast"], "Δ mIoU": d["delta"],
         "CI low": d["ci_low"], "CI high": d["ci_high"], "CI method": d["ci_method"],
         "p": d["p_value"],
-    })  # fmt: skip
+    })
 
 
 def decomposition_display(table: pd.DataFrame) -> pd.DataFrame:
@@ -301,7 +301,7 @@ def control_warnings(main: pd.DataFrame) -> list[str]:
 def write_tables(
     df: pd.DataFrame, out: Path, order: Sequence[str] = (),
     latency: dict[tuple, dict] | None = None, latency_note: str = "",
-) -> dict[str, pd.DataFrame]:  # fmt: skip
+) -> dict[str, pd.DataFrame]:
     """<out>/main.{md,csv}, <out>/main.tex (the compact table), <out>/per_class.{md,tex,csv},
     and <out>/decomposition.{md,tex,csv} when a dual-head variant ran; returns the numeric
     tables."""
@@ -324,7 +324,7 @@ def write_tables(
         files.append(("decomposition", parts, decomposition_display(parts), None,
                       "Where the gain of a dual-head variant over the single-head baseline "
                       "comes from: the head's second branch and losses, and the attention "
-                      "(unadjusted 95\\% intervals)"))  # fmt: skip
+                      "(unadjusted 95\\% intervals)"))
     for name, table, shown, tex_shown, text in files:
         atomic_write_bytes(out / f"{name}.csv", table.to_csv(index=False).encode())
         head = "; ".join(f"{k} {v}" for k, v in constant_groups(table).items())
@@ -333,7 +333,7 @@ def write_tables(
         md = (f"{head}\n\n" if head else "") + shown.to_markdown(index=False, disable_numparse=True)
         atomic_write_bytes(out / f"{name}.md", (md + "\n").encode())
         tex = to_latex(tex_shown if tex_shown is not None else shown, caption(table, text),
-                       f"tab:{name}")  # fmt: skip
+                       f"tab:{name}")
         atomic_write_bytes(out / f"{name}.tex", tex.encode())
     return {"main": main, "per_class": per_class, "decomposition": parts}
 
@@ -352,7 +352,7 @@ def runs_parser(prog: str, doc: str | None, out: str) -> argparse.ArgumentParser
         "--profile", type=Path, default=Path("reports/profile.csv"),
         help="`danet profile`'s CSV, for the scaling figure (default: reports/profile.csv; "
         "skipped when absent)",
-    )  # fmt: skip
+    )
     return ap
 
 
@@ -363,7 +363,7 @@ def parser() -> argparse.ArgumentParser:
         help="measure every row's latency side by side in this process (analysis.latency), "
         "unless this machine already has that measurement (a sweep's report makes it); "
         "without it only an earlier one is shown",
-    )  # fmt: skip
+    )
     return ap
 
 

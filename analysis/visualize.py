@@ -307,7 +307,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--points", nargs="+", type=_point, default=[], metavar="X,Y",
         help="query points in image pixels (x from the left, y from the top)",
-    )  # fmt: skip
+    )
     p.add_argument("--channels", nargs="+", type=int, help="CAM channels (default: strongest 6)")
     p.add_argument("--out", help="folder for the PNGs (default: reports/visualize/<run>)")
     p.add_argument("--config", help="YAML config for a weights file outside a run folder")

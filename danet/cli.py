@@ -55,7 +55,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     print(json.dumps(metrics, indent=2))
     for mode, m in metrics["eval"].items():
         print(f"{mode:>7}: mIoU {100 * m['miou']:.2f}  pixel acc {100 * m['pixel_accuracy']:.2f}",
-              file=sys.stderr)  # fmt: skip
+              file=sys.stderr)
     return 0
 
 
@@ -83,7 +83,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         again = shlex.join(["danet", "sweep", args.grid, *args.overrides])
         halted = sum(o.state in HALTED for o in outcomes)
         print(f"interrupted: {halted} runs not finished (their checkpoints are kept); "
-              f"the same command resumes them: {again}", file=sys.stderr)  # fmt: skip
+              f"the same command resumes them: {again}", file=sys.stderr)
         return 130
     if not args.no_report:
         order = [str(v) for v in grid.axes.get("model.variant", [])]
@@ -91,7 +91,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     failed = sum(o.state == State.FAILED for o in outcomes)
     if failed:
         print(f"{failed} of {len(outcomes)} runs failed; fix the cause and run the sweep again "
-              "with --retry-failed (it resumes them)", file=sys.stderr)  # fmt: skip
+              "with --retry-failed (it resumes them)", file=sys.stderr)
         return 1
     return 0
 
@@ -120,7 +120,7 @@ def _run_sweep(specs, sweep_dir: Path, launcher, max_seeds: int, args: argparse.
     view = LiveView(specs, launcher, every_s=args.progress_every) if waits else None
     try:
         outcomes = launch(specs, sweep_dir, launcher, args.retry_failed, not args.no_wait,
-                          **({"echo": view.echo, "tick": view.tick} if view else {}))  # fmt: skip
+                          **({"echo": view.echo, "tick": view.tick} if view else {}))
     finally:
         if view is not None:
             view.close()
@@ -146,7 +146,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     states = sweep_states(target, expected)
     if args.json:
         print(json.dumps({"sweep": str(target), "counts": counts(states),
-                          "runs": status_json(states)}, indent=2))  # fmt: skip
+                          "runs": status_json(states)}, indent=2))
         return 0
     stranded = stranded_runs(target) if target.is_dir() else []
     if stranded:
@@ -193,11 +193,11 @@ def cmd_cancel(args: argparse.Namespace) -> int:
         how.append(f"SIGTERM to the local sweep (pid {pids})")
     resume = f"danet sweep {args.sweep}" if grid is not None else "the same danet sweep command"
     print(f"cancelled {cancelled.count} runs ({'; '.join(how) or STOP}); running ones "
-          f"save a checkpoint at the end of their step. Resume with: {resume}")  # fmt: skip
+          f"save a checkpoint at the end of their step. Resume with: {resume}")
     for host in sorted(cancelled.elsewhere):
         print(f"note: a local sweep on {host} runs some of them: its running runs stop, but "
               f"it may start queued ones; run danet cancel {args.sweep} on {host} to stop it",
-              file=sys.stderr)  # fmt: skip
+              file=sys.stderr)
     return 0
 
 
@@ -287,7 +287,7 @@ def _report(runs: Path, out: Path, order: list[str] | None = None) -> None:
     decomposition = "" if parts.empty else ", decomposition.md .csv .tex"
     print(f"\nwrote {out}/: main.md .csv .tex, per_class.md .csv .tex{decomposition}; "
           "figures (.png .svg): "
-          f"{', '.join(figures)}")  # fmt: skip
+          f"{', '.join(figures)}")
 
 
 # Commands whose module has its own argument parser: `danet NAME --help` shows its options.
@@ -312,9 +312,9 @@ def cmd_tool(args: argparse.Namespace) -> int:
 Argument = tuple[tuple[str, ...], dict]
 CONFIG = (("--config",), {"help": "YAML file of config keys (docs/configuration.md)"})
 OVERRIDES = (("overrides",), {"nargs": "*", "metavar": "key=value",
-                              "help": "e.g. model.variant=pam"})  # fmt: skip
+                              "help": "e.g. model.variant=pam"})
 RUNS_ROOT = (("--runs-root",), {"default": "runs",
-                                "help": "where the grid's runs are (default: runs)"})  # fmt: skip
+                                "help": "where the grid's runs are (default: runs)"})
 
 
 def _commands() -> dict[str, tuple[Callable, str, str, list[Argument]]]:
@@ -368,7 +368,7 @@ def _commands() -> dict[str, tuple[Callable, str, str, list[Argument]]]:
             (("--plugins",), {"nargs": "+", "default": [], "metavar": "PLUGIN", "help":
                               "modules or .py files, as the config key plugins names them"}),
         ]),
-    }  # fmt: skip
+    }
 
 
 def _sweep_arguments(clusters: tuple[str, ...]) -> list[Argument]:
@@ -400,7 +400,7 @@ def _sweep_arguments(clusters: tuple[str, ...]) -> list[Argument]:
             "the interval excludes zero"}),
         (("--max-seeds",), {"type": int, "metavar": "M", "help":
                             "with --seeds-until: at most M seeds per variant (default 10)"}),
-    ]  # fmt: skip
+    ]
 
 
 def parser() -> argparse.ArgumentParser:

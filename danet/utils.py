@@ -139,13 +139,13 @@ def command_parser(prog: str, doc: str | None) -> argparse.ArgumentParser:
     return argparse.ArgumentParser(
         prog=prog, description=first, epilog=rest or None,
         formatter_class=argparse.RawDescriptionHelpFormatter,
-    )  # fmt: skip
+    )
 
 
 def progress_bar(
     total: int, desc: str, enabled: bool = True, unit: str = "it", log_every: float = 10.0,
     initial: int = 0,
-) -> Any:  # fmt: skip
+) -> Any:
     """A tqdm bar on stderr for work that takes more than a few seconds: redrawn each second
     on a terminal, every `log_every` seconds in a log file (a Slurm job's stderr)."""
     from tqdm import tqdm
@@ -153,7 +153,7 @@ def progress_bar(
     return tqdm(
         total=total, initial=initial, desc=desc, unit=unit, disable=not enabled, file=sys.stderr,
         mininterval=1.0 if sys.stderr.isatty() else log_every, dynamic_ncols=True,
-    )  # fmt: skip
+    )
 
 
 def stopped_early(prog: str, csv: Path) -> int:

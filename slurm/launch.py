@@ -66,7 +66,7 @@ class TrainJob:
                     Path(self.run_dir) / F.ERROR,
                     {"message": one_line(e, limit=None), "job_id": env.job_id,
                      "time": time.time()},
-                )  # fmt: skip
+                )
             raise
         return result["miou"]
 
@@ -132,7 +132,7 @@ def max_array_size(launcher: Launcher) -> int:
 def make_executor(folder: Path, launcher: Launcher) -> submitit.Executor:
     # the local executor itself, not through AutoExecutor, which does not pass visible_gpus
     executor = (submitit.LocalExecutor(folder=folder) if launcher.cluster == "local" else
-                submitit.AutoExecutor(folder=folder, cluster=launcher.cluster))  # fmt: skip
+                submitit.AutoExecutor(folder=folder, cluster=launcher.cluster))
     params: dict = {"timeout_min": int(launcher.timeout_min)}
     if launcher.cluster == "slurm":
         params.update(
@@ -162,7 +162,7 @@ def _claim(spec: RunSpec, launcher: Launcher) -> None:
     """Mark a run as queued by this sweep process (job.json without a job id), so that another
     sweep leaves it alone until this process ends (slurm.status reads `queued_by`)."""
     record = {"cluster": launcher.cluster, "host": os.uname().nodename,
-              "queued_by": os.getpid(), "submitted": time.time()}  # fmt: skip
+              "queued_by": os.getpid(), "submitted": time.time()}
     atomic_write_json(spec.run_dir / F.JOB, record)
     stopping.clear_stop(spec.run_dir)  # a stop asked of an earlier sweep does not hold now
 
@@ -293,7 +293,7 @@ def _launch_local(todo, folder, launcher, echo, tick) -> list[Outcome]:
                 running.append((job, spec))
             seen = handled
             done += _wait(running, poll, echo, until_one=True, tick=tick,
-                          interrupted=lambda seen=seen: interrupts.count > seen)  # fmt: skip
+                          interrupted=lambda seen=seen: interrupts.count > seen)
     return done
 
 
@@ -310,7 +310,7 @@ def _interrupt(count: int, running: list, queue: list, echo) -> list[Outcome]:
         for _, spec in running:
             stopping.request_stop(spec.run_dir, "danet sweep (interrupted)")
         echo(f"stopping: {len(running)} running runs save a checkpoint at the end of their "
-             "step and exit; interrupt again to kill them now")  # fmt: skip
+             "step and exit; interrupt again to kill them now")
         return out
     for job, spec in list(running):
         stopping.kill(job)
@@ -323,7 +323,7 @@ def _interrupt(count: int, running: list, queue: list, echo) -> list[Outcome]:
 def _watch(
     others: list[RunSpec], launcher: Launcher, echo, poll: float = 5.0,
     tick: Callable[[], None] = lambda: None,
-) -> list[Outcome]:  # fmt: skip
+) -> list[Outcome]:
     """Follow runs that another sweep (or an earlier `--no-wait`) queued, until each ends."""
     if not others:
         return []
@@ -354,7 +354,7 @@ def _watch(
 def _wait(
     running: list, poll: float, echo, until_one: bool = False, slurm: bool = False,
     interrupted: Callable[[], bool] = lambda: False, tick: Callable[[], None] = lambda: None,
-) -> list[Outcome]:  # fmt: skip
+) -> list[Outcome]:
     """Wait for the jobs (all of them, or the first to end, or until `interrupted()`);
     `running` is updated in place."""
     out: list[Outcome] = []

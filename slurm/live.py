@@ -49,7 +49,7 @@ class LiveView:
     def __init__(
         self, specs: list[RunSpec], launcher: Launcher, stream: TextIO | None = None,
         every_s: float = 30.0,
-    ) -> None:  # fmt: skip
+    ) -> None:
         self.specs, self.launcher = specs, launcher
         self.stream = stream or sys.stdout
         self.tty = self.stream.isatty()
@@ -120,7 +120,7 @@ class LiveView:
         eta = sweep_eta(states, self._slots(states))
         parts = [f"{counts.get(State.DONE, 0)}/{len(states)} done"]
         kinds = (State.RUNNING, State.PENDING, State.REQUEUED, State.FAILED, State.STOPPED,
-                 State.CANCELLED)  # fmt: skip
+                 State.CANCELLED)
         parts += [f"{counts[k]} {k}" for k in kinds if counts.get(k)]
         if any(st.state in F.ACTIVE or st.state == State.NEW for _, st in states):  # work left
             parts.append(f"ETA {duration(eta)}" if eta is not None else "ETA after the first steps")
@@ -145,7 +145,7 @@ class LiveView:
             if st.state == State.RUNNING:
                 loss = f"{st.loss:.3f}" if st.loss is not None else ""
                 table.add_row(spec.run_id, f"{st.iteration}/{st.iterations}", loss,
-                              duration(st.eta_s))  # fmt: skip
+                              duration(st.eta_s))
         return Group(Text(self.summary(states), style="bold"), table)
 
 

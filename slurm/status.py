@@ -163,7 +163,7 @@ def status_rows(states: list[tuple[str, RunState]]) -> list[dict]:
             "resumes": st.resumes or "",
             "job": st.job_id,
             "log / error": (f"{st.message}  (log: {_short(st.log)})" if st.message and st.log
-                            else st.message or _short(st.log)),  # fmt: skip
+                            else st.message or _short(st.log)),
         }
         for run_id, st in states
     ]
@@ -177,7 +177,7 @@ def status_json(states: list[tuple[str, RunState]]) -> list[dict]:
          "train_s": st.train_s or None, "eta_s": st.eta_s, "resumes": st.resumes,
          "job": st.job_id or None, "error": st.message or None, "log": st.log or None}
         for run_id, st in states
-    ]  # fmt: skip
+    ]
 
 
 def counts(states: list[tuple[str, RunState]]) -> dict[str, int]:

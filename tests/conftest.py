@@ -64,7 +64,7 @@ def slurm_cluster(tmp_path_factory):
     folder = tmp_path_factory.mktemp("slurm")
     env = {**os.environ, "LOCAL_SLURM_NO_INSTALL": "1"}  # tests never install (.ci/run does)
     out = subprocess.run(["bash", str(script), "start", str(folder)], capture_output=True,
-                         text=True, timeout=300, env=env)  # fmt: skip
+                         text=True, timeout=300, env=env)
     if out.returncode != 0:
         message = f"no local Slurm: {out.stderr.strip().splitlines()[-1:]}"
         if os.environ.get("DANET_REQUIRE_SLURM") == "1":
@@ -125,5 +125,5 @@ def tiny_grid(path, name: str, *overrides: str, variants=("none", "pam")):
     path.write_text(yaml.safe_dump({
         "name": name, "config": config, "grid": {"model.variant": list(variants)},
         "launcher": {"cluster": "local", "max_parallel": 2, "timeout_min": 10},
-    }))  # fmt: skip
+    }))
     return path

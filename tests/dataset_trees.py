@@ -29,7 +29,7 @@ NAMES = {
     "pcontext60": {"train": ["2008_000002", "2008_000003"], "val": ["2008_000007", "2008_000008"]},
     "cocostuff": {"train": ["000000000009", "000000000025"],
                   "val": ["000000000139", "000000000285"]},
-}  # fmt: skip
+}
 NAMES["pcontext59"] = NAMES["pcontext60"]
 SBD_ONLY = ["2008_000045", "2008_000051"]  # in SBD's train/val lists, without a VOC label map
 
@@ -146,7 +146,7 @@ def make_camvid(root: Path, seed: int = 0) -> dict[str, list[np.ndarray]]:
         (root / f"{split}.txt").write_text(  # the tutorial's lists (absolute paths; unread)
             "".join(f"/SegNet/CamVid/{split}/{i}.png /SegNet/CamVid/{split}annot/{i}.png\n"
                     for i in ids)
-        )  # fmt: skip
+        )
     return written
 
 

@@ -68,7 +68,7 @@ def _cost(variant: str) -> dict:
         "gmacs": gmacs, "gmacs_head": gmacs / 2, "gmacs_attention": attention,
         "params_attention": params, "train_peak_mb": peak, "attention_peak_mb": share,
         "latency_ms": latency, "images_per_s": 1000 / latency,
-    }  # fmt: skip
+    }
 
 
 def result_record(variant: str, seed: int, miou: float) -> dict:
@@ -141,7 +141,7 @@ def write_profile(path: Path) -> Path:
         return dict(variant=v, scope=scope, backbone=backbone, size=size,
                     input=f"1x64x{size}", params_m=0.002, gmacs_fvcore=gflops * k / 2,
                     gflops_flopcounter=gflops * k, mem_fwd_mb=mem / 2, mem_fwdbwd_mb=mem,
-                    latency_ms=lat * k, device="cpu")  # fmt: skip
+                    latency_ms=lat * k, device="cpu")
 
     for v, (gflops, lat) in HEAD.items():
         if v == "ccnet":
@@ -292,7 +292,7 @@ def test_tables(fixture_dir, capsys):
                 "Δ CI high", "Δ sim. low", "Δ sim. high", "vs", "CI method", "p", "p (Holm)",
                 "p (Bonferroni)", "Verdict", "mIoU(ms+flip)", "GFLOPs", "Attn GFLOPs",
                 "Params (M)", "Attn params (K)", "Mem (MB)", "Attn mem (MB)",
-                "In-run latency (ms)", "Latency (ms)", "Images/s"]:  # fmt: skip
+                "In-run latency (ms)", "Latency (ms)", "Images/s"]:
         assert col in main.columns, col
     assert main["Method"].tolist() == ["none", "pam", "cam", "ccnet"]  # Table 1's order
     assert main["n"].sum() == 12
@@ -354,7 +354,7 @@ def test_latex_table_is_compact_and_complete(fixture_dir):
     columns = [c.strip() for c in head.removesuffix(r"\\").split("&")]
     # n is in the caption when every row has the same
     assert columns == ["Method", "mIoU (\\%)", r"$\Delta$ [95\% CI]", "GFLOPs",
-                       "Params (M)", "Mem (MB)"]  # fmt: skip
+                       "Params (M)", "Mem (MB)"]
     rows = lines[lines.index(r"\midrule") + 1 : lines.index(r"\bottomrule")]
     assert len(rows) == 4 and all(r.count("&") == len(columns) - 1 for r in rows)
     assert rows[1].startswith(r"pam & 73.0 $\pm$ 7.5 & +11.0 [+6.6, +15.4] better & ")
@@ -375,7 +375,7 @@ def test_latex_tables_compile(fixture_dir, pdflatex, tmp_path):
     proc = subprocess.run(
         [pdflatex, "-interaction=nonstopmode", "-halt-on-error", doc.name],
         cwd=tmp_path, capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+    )
     assert proc.returncode == 0, proc.stdout[-2000:]
     assert "Overfull" not in proc.stdout  # the compact table fits the text width
     assert (tmp_path / "paper.pdf").stat().st_size > 1000
@@ -454,7 +454,7 @@ def test_report_renders_in_headless_chromium(chromium, report_html, tmp_path):
          f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=10000",
          "--dump-dom", report_html.resolve().as_uri()],
         capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+    )
     elapsed = time.perf_counter() - t0
     assert proc.returncode == 0, proc.stderr[-2000:]
     dom = proc.stdout
@@ -467,7 +467,7 @@ CITYSCAPES = [
     "road", "sidewalk", "building", "wall", "fence", "pole", "traffic light", "traffic sign",
     "vegetation", "terrain", "sky", "person", "rider", "car", "truck", "bus", "train",
     "motorcycle", "bicycle",
-]  # fmt: skip
+]
 # window.onload writes the layout's widths into <body> for --dump-dom to show: the page's
 # scrollWidth beyond its clientWidth is horizontal overflow; a table's width beyond its
 # parent's says that the fixture's tables really are too wide for the page
@@ -529,7 +529,7 @@ def _layout(chromium: str, page: Path, tmp_path: Path) -> dict[str, str]:
          f"--user-data-dir={tmp_path / 'profile'}", "--window-size=1400,900",
          "--hide-scrollbars", "--virtual-time-budget=10000", "--dump-dom", measured.as_uri()],
         capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     body = re.search(r"<body([^>]*)>", proc.stdout)
     assert body, proc.stdout[:500]
@@ -568,7 +568,7 @@ def test_runs_with_number_changing_speed_options_are_never_pooled():
         miou=df["miou"] / 100, setting="context", backbone="tiny", iterations=100,
         pixel_accuracy=0.9, params=1e5, train_time_s=1.0, crop_size="64x64",
         **{c: float("nan") for c in COST_COLUMNS},
-    )  # fmt: skip
+    )
     shown = tables.display_table(tables.main_table(runs)).to_markdown(index=False)
     assert "| Numerics" in shown
     fp32 = runs[runs.numerics == "fp32"]

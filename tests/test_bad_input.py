@@ -258,7 +258,7 @@ def _result(run_id: str, seed: int) -> dict:
         **metrics, "eval": {"whole": metrics}, "classes": classes, "params": 1000,
         "head_params": 100, "train_time_s": 1.0, "peak_memory_mb": 100.0,
         "config": {"data": {"crop_size": 64}}, "speed": {"amp": "off"},
-    }  # fmt: skip
+    }
 
 
 @pytest.mark.parametrize(

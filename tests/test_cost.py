@@ -15,7 +15,7 @@ from danet.engine.train import run
 
 FIELDS = ("params", "params_head", "params_attention", "gmacs", "gmacs_head",
           "gmacs_attention", "gflops_flopcounter", "train_peak_mb", "attention_peak_mb",
-          "latency_ms", "images_per_s")  # fmt: skip
+          "latency_ms", "images_per_s")
 
 
 @pytest.mark.parametrize("variant", variants.available())

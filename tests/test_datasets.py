@@ -237,7 +237,7 @@ def test_eval_modes_and_saved_predictions_agree_with_official(tmp_path, tiny_cfg
         [sys.executable, "-m", "danet.cli", "eval", str(tmp_path / "run"), "--mode", "slide",
          "--save", str(tmp_path / "pred")],
         capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+    )
     assert out.returncode == 0, out.stderr
     metrics = json.loads(out.stdout)
     # `danet eval` uses every core, the run train.threads=1: logits differ in the last bits

@@ -93,7 +93,7 @@ def test_two_process_run_equals_one_process_run_with_the_same_total_batch(tmp_pa
         [r["loss"] for r in map(json.loads, (tmp_path / d / "log.jsonl").read_text().splitlines())
          if "loss" in r]
         for d in ("one", "two")
-    ]  # fmt: skip
+    ]
     assert len(logs[0]) == len(logs[1]) == 6
     for a, b in zip(*logs):
         assert abs(a - b) <= 1e-5 * abs(a)
@@ -129,7 +129,7 @@ def test_kill_while_writing_a_checkpoint_keeps_the_previous_one(tmp_path, tiny_c
     out = subprocess.run(
         [sys.executable, "-c", KILLER, str(tmp_path / "killed"), *args],
         capture_output=True, text=True, timeout=300, cwd=Path(__file__).parent.parent,
-    )  # fmt: skip
+    )
     assert out.returncode == -signal.SIGKILL, out.stderr
     ckpt = tmp_path / "killed" / "ckpt"
     assert sorted(p.name for p in ckpt.glob("iter_*.pt")) == ["iter_0000002.pt"]
@@ -177,7 +177,7 @@ def test_preemption_saves_the_last_finished_iteration_and_resumes_exactly(tmp_pa
     out = subprocess.run(
         [sys.executable, "-c", PREEMPTED, str(tmp_path / "pre"), *TINY, *args],
         capture_output=True, text=True, timeout=300, cwd=Path(__file__).parent.parent,
-    )  # fmt: skip
+    )
     assert out.returncode == 3, out.stderr
     # the signal came during iteration 4; it was held until that iteration had finished
     ckpt = tmp_path / "pre" / "ckpt"

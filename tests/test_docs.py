@@ -20,7 +20,7 @@ def _repository_files() -> list[Path]:
     listed = subprocess.run(
         ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
         cwd=REPO, capture_output=True, text=True, check=True,
-    ).stdout.split("\0")  # fmt: skip
+    ).stdout.split("\0")
     return [REPO / name for name in listed if name and (REPO / name).is_file()]
 
 

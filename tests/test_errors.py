@@ -180,7 +180,7 @@ def test_help_of_every_command_prints_cleanly():
         "    print('=== end', cmd, flush=True)\n"
     )
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                         timeout=300)  # fmt: skip
+                         timeout=300)
     assert out.returncode == 0 and out.stderr == "", out.stderr
     for cmd in set(commands):
         assert f"usage: danet {cmd} " in out.stdout, cmd

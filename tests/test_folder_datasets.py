@@ -179,7 +179,7 @@ CASES = [
     "bad class line", "half the classes coloured", "repeated class", "no class list",
     "size mismatch", "value out of range", "rgb label, no colours", "bad id map line",
     "id not in the id map",
-]  # fmt: skip
+]
 
 
 @pytest.mark.parametrize("how", CASES)
@@ -227,7 +227,7 @@ def test_folder_error_through_the_cli_is_one_line_and_exit_2(tmp_path):
         [sys.executable, "-m", "danet.cli", "train", "data.name=folder", f"data.root={root}",
          "train.iterations=2", "train.threads=1"],
         capture_output=True, text=True, timeout=300, cwd=tmp_path,
-    )  # fmt: skip
+    )
     assert out.returncode == 2, out.stderr
     lines = out.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("danet train: error: ")

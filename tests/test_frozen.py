@@ -18,7 +18,7 @@ from danet.engine.train import run
 from danet.errors import DanetError
 
 FROZEN = ["model.freeze_backbone=true", "data.crop_size=64", "train.iterations=6",
-          "eval.every=3"]  # fmt: skip
+          "eval.every=3"]
 
 
 @pytest.fixture
@@ -53,7 +53,7 @@ def test_only_the_head_trains_and_the_cache_is_read_back(tmp_path, tiny_cfg, wei
     state = torch.load(ckpt, weights_only=True)["model"]
     loaded = torch.load(weights, weights_only=True)
     assert all(torch.equal(state[f"backbone.body.{k}"], v) for k, v in loaded.items()
-               if f"backbone.body.{k}" in state)  # fmt: skip
+               if f"backbone.body.{k}" in state)
     head = [k for k in state if k.startswith("head.conv5a.0")]
     assert head and not torch.equal(state[head[0]], run_init_head(cfg)[head[0]])
     again = run(cfg.__class__(**{**cfg.__dict__, "seed": 1}), tmp_path / "b", progress=False)
@@ -102,7 +102,7 @@ def test_two_runs_starting_together_build_each_entry_once(tmp_path, tiny_cfg, we
         subprocess.Popen([sys.executable, "-c", code, str(tmp_path / f"r{s}"), *args, f"seed={s}"],
                          stdout=subprocess.PIPE, text=True, env=env, cwd=Path(__file__).parents[1])
         for s in (0, 1)
-    ]  # fmt: skip
+    ]
     records = []
     for p in procs:
         out, _ = p.communicate(timeout=600)
@@ -135,7 +135,7 @@ def test_crops_align_labels_with_feature_cells(tmp_path, tiny_cfg, weights, cach
         entry = r.train_set.mirror if _flipped(r, draw) else plain
         full = torch.from_numpy(entry.features[draw % 4].copy())
         hits = [(y, x) for y in range(full.shape[1] - 3) for x in range(full.shape[2] - 3)
-                if torch.equal(full[:, y : y + 4, x : x + 4], feats)]  # fmt: skip
+                if torch.equal(full[:, y : y + 4, x : x + 4], feats)]
         y, x = hits[0]
         lab = torch.from_numpy(entry.labels[draw % 4].astype("int64"))
         assert torch.equal(lab[8 * y : 8 * y + 32, 8 * x : 8 * x + 32], label)

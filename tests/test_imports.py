@@ -156,6 +156,6 @@ def test_grids_checks_and_tables_load_without_the_training_loop():
         "print('danet.engine.train' in sys.modules)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         cwd=REPO, timeout=300)  # fmt: skip
+                         cwd=REPO, timeout=300)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "False"

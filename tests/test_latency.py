@@ -23,7 +23,7 @@ def test_added_work_is_never_faster_than_the_baseline_beyond_the_spread():
     m = latency.measure(
         _models(("none", "single"), ("pam", "single"), ("none", "dual"), ("danet", "auto")),
         threads=1, rounds=15,
-    )["models"]  # fmt: skip
+    )["models"]
     for more, base in (("pam single", "none single"), ("danet auto", "none dual")):
         slack = m[more]["spread_ms"] + m[base]["spread_ms"]
         assert m[more]["median_ms"] + slack >= m[base]["median_ms"], (more, m[more], m[base])
@@ -34,7 +34,7 @@ def test_measurement_is_cached_per_machine_and_models(tmp_path, monkeypatch):
     models = _models(("none", "single"), ("cam", "single"))
     first = latency.cached_measure(models, 1, tmp_path)
     monkeypatch.setattr(latency, "measure", lambda *a, **k: (_ for _ in ()).throw(
-        AssertionError("measured again")))  # fmt: skip
+        AssertionError("measured again")))
     assert latency.cached_measure(models, 1, tmp_path) == first
     assert latency.cached_measure(_models(("none", "single")), 1, tmp_path, run=False) is None
     assert first["machine"] == latency.machine() and first["threads"] == 1

@@ -26,7 +26,7 @@ ITERATIONS = 150
 
 def _grid(tmp_path: Path) -> Path:
     return tiny_grid(tmp_path / "live.yaml", "live", f"train.iterations={ITERATIONS}",
-                     "train.checkpoint_every=40", "train.tensorboard=false")  # fmt: skip
+                     "train.checkpoint_every=40", "train.tensorboard=false")
 
 
 def _before_first_done(text: str) -> str:
@@ -42,7 +42,7 @@ def _in_a_terminal(grid: Path, cwd: Path) -> tuple[subprocess.Popen, int]:
         [sys.executable, "-m", "danet.cli", "sweep", str(grid), "--no-report"],
         cwd=cwd, stdin=slave, stdout=slave, stderr=slave, close_fds=True,
         env={**os.environ, "TERM": "xterm-256color"},
-    )  # fmt: skip
+    )
     os.close(slave)
     return proc, master
 
@@ -73,7 +73,7 @@ def test_live_view_in_a_terminal_and_as_plain_lines(tmp_path):
         [sys.executable, "-m", "danet.cli", "sweep", str(_grid(tmp_path / "pipe")),
          "--no-report", "--progress-every", "1"],
         cwd=tmp_path / "pipe", stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+    )
     proc, master = _in_a_terminal(_grid(tmp_path / "tty"), tmp_path / "tty")
     try:
         text = _read_all(master)
@@ -87,7 +87,7 @@ def test_live_view_in_a_terminal_and_as_plain_lines(tmp_path):
     before = _before_first_done(text)
     for variant in ("none", "pam"):  # a row of each run: iteration/total, loss, ETA
         assert re.search(rf"{variant}-tiny-synthetic-s0-\w+\s+[1-9]\d*/{ITERATIONS}\s+\d+\.\d{{3}}"
-                         r"\s+\d+:\d\d", before), before[-3000:]  # fmt: skip
+                         r"\s+\d+:\d\d", before), before[-3000:]
     assert re.search(r"0/2 done, 2 running, ETA \d+:\d\d", before)  # the sweep's own ETA
     assert "latest " in text and "mIoU" in text
 
@@ -97,7 +97,7 @@ def test_live_view_in_a_terminal_and_as_plain_lines(tmp_path):
     assert re.search(r"^\[\d+:\d\d\] 0/2 done, 2 running, ETA \d+:\d\d$", before, re.M), before
     for variant in ("none", "pam"):
         assert re.search(rf"^    {variant}-tiny-synthetic-s0-\w+  it [1-9]\d*/{ITERATIONS}  "
-                         r"loss \d+\.\d{3}  ETA \d+:\d\d$", before, re.M), before  # fmt: skip
+                         r"loss \d+\.\d{3}  ETA \d+:\d\d$", before, re.M), before
     last = out.rstrip().splitlines()[-1]  # the sweep's last word: everything done
     assert re.fullmatch(r"\[\d+:\d\d\] 2/2 done, latest \S+ mIoU \d+\.\d\d", last), out
 

@@ -28,7 +28,7 @@ GMACS = {"none": 1.0, "pam": 3.0, "cam": 1.5, "ccnet": 2.0}
 def _cost(gmacs: float) -> dict:
     return {"gmacs": gmacs, "gmacs_head": gmacs / 2, "gmacs_attention": gmacs / 4,
             "params_attention": 1000, "train_peak_mb": 100.0, "attention_peak_mb": 1.0,
-            "latency_ms": 2.0, "images_per_s": 50.0}  # fmt: skip
+            "latency_ms": 2.0, "images_per_s": 50.0}
 
 
 def _set_cost(runs: Path, with_cost: bool) -> None:
@@ -117,13 +117,13 @@ def test_training_curves_use_the_fused_outputs_loss(tmp_path):
             _step(20, loss=2.4 + shift, fused=0.8 + shift),
             _step(20, loss=2.1 + shift, fused=0.7 + shift),  # resumed: logged twice, last kept
             _eval(20, 0.7),
-        ])  # fmt: skip
+        ])
     _write_run(tmp_path, "none", 0, 0.6, [_step(10, loss=1.5), _step(20, loss=1.2)])
     df, _, _ = load(tmp_path / "runs")
     curves = plots.learning_curves(df)
     danet = curves[curves["variant"] == "danet"].set_index(["seed", "iteration"])["loss"]
     assert danet.to_dict() == pytest.approx({(0, 10): 1.0, (0, 20): 0.7, (1, 10): 1.2,
-                                             (1, 20): 0.9})  # fmt: skip
+                                             (1, 20): 0.9})
     none = curves[curves["variant"] == "none"].set_index("iteration")["loss"]
     assert none.to_dict() == pytest.approx({10: 1.5, 20: 1.2})
 
@@ -149,14 +149,14 @@ def test_val_curve_reads_the_intermediate_evaluations(tmp_path):
         _write_run(tmp_path, "pam", seed, m + 0.2, [
             _step(50, 1.0, 1.0), _eval(50, m - 0.1), _eval(50, m),  # resumed: the last kept
             _step(100, 0.5, 0.5), _eval(100, m + 0.2), _eval(100, 0.99, "msflip"),
-        ])  # fmt: skip
+        ])
     _write_run(tmp_path, "none", 0, 0.4, [_step(100, 0.9), _eval(100, 0.4)])  # final only
     df, _, _ = load(tmp_path / "runs")
     evals = plots.val_curves(df)
     assert set(evals["mode"]) == {"whole"}
     pam = evals[evals["variant"] == "pam"].set_index(["seed", "iteration"])["miou"]
     assert pam.to_dict() == pytest.approx({(0, 50): 50.0, (0, 100): 70.0, (1, 50): 60.0,
-                                           (1, 100): 80.0})  # fmt: skip
+                                           (1, 100): 80.0})
 
     fig = plots.fig_learning_curves(df, plots.learning_curves(df), evals)
     val_ax = fig.axes[1]
@@ -232,15 +232,15 @@ def test_each_row_is_drawn_over_its_own_controls_band():
     """With both heads, none's band lies under the single-head rows and none (dual)'s under
     the dual-head ones: a row is read against its matched control."""
     arms = {"none": ("single", 60), "pam": ("single", 70), "none (dual)": ("dual", 64),
-            "danet": ("dual", 72)}  # fmt: skip
+            "danet": ("dual", 72)}
     rows = [{"variant": v, "head": h, "seed": s, "miou": (m + s) / 100, "dataset": "synthetic"}
-            for v, (h, m) in arms.items() for s in range(3)]  # fmt: skip
+            for v, (h, m) in arms.items() for s in range(3)]
     fig = plots.fig_miou_ci(pd.DataFrame(rows))
     (ax,) = fig.axes
     ticks = [t.get_text().split("\n")[0] for t in ax.get_xticklabels()]
     for gid, rows_of in ((plots.BASELINE_BAND, {"none", "pam"}),
-                         (plots.DUAL_BAND, {"none (dual)", "danet"})):  # fmt: skip
+                         (plots.DUAL_BAND, {"none (dual)", "danet"})):
         xs = sorted(round(p.get_x() + p.get_width() / 2) for p in ax.patches
-                    if p.get_gid() == gid)  # fmt: skip
+                    if p.get_gid() == gid)
         assert {ticks[x] for x in xs} == rows_of, gid
     plt.close(fig)

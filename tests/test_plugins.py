@@ -110,7 +110,7 @@ BAD = {
     "shape": ("import variants\nfrom torch import nn\n"
               "variants.register('mine', lambda channels: nn.Conv2d(channels, 2 * channels, 1))\n",
               r"changes the shape of its input: \(1, 16, 8, 8\) -> \(1, 32, 8, 8\)"),
-}  # fmt: skip
+}
 
 
 @pytest.mark.parametrize("case", BAD)
@@ -141,7 +141,7 @@ def test_a_grid_names_its_plugin_relative_to_itself(tmp_path, monkeypatch, capsy
     (tmp_path / "grids" / "mine.py").write_text(GOOD)
     grid = tmp_path / "grids" / "g.yaml"
     grid.write_text(yaml.safe_dump({"name": "g", "plugins": ["mine.py"],
-                                    "grid": {"model.variant": ["myscale", "none"]}}))  # fmt: skip
+                                    "grid": {"model.variant": ["myscale", "none"]}}))
     monkeypatch.chdir(REPO)
     assert main(["sweep", str(grid), "--dry-run"]) == 0
     out = capsys.readouterr().out
@@ -177,12 +177,12 @@ def test_a_plugin_outside_the_repository_runs_in_a_local_sweep(tmp_path, capsys)
         "name": "mine", "config": {**_tiny_config(), "plugins": ["my_attention.py"]},
         "grid": {"model.variant": ["myscale", "none"]},
         "launcher": {"cluster": "local", "max_parallel": 2, "timeout_min": 10},
-    }))  # fmt: skip
+    }))
     out = subprocess.run(
         [sys.executable, "-m", "danet.cli", "sweep", "grid.yaml", "--runs-root",
          str(tmp_path / "runs"), "--reports", str(tmp_path / "reports")],
         capture_output=True, text=True, timeout=600, cwd=home,
-    )  # fmt: skip
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     results = {
         json.loads(p.read_text())["variant"]: json.loads(p.read_text())
@@ -192,7 +192,7 @@ def test_a_plugin_outside_the_repository_runs_in_a_local_sweep(tmp_path, capsys)
     path = (home / "my_attention.py").resolve()
     sha = hashlib.sha256(path.read_bytes()).hexdigest()
     assert results["myscale"]["plugins"] == [{"entry": str(path), "path": str(path),
-                                              "loaded_from": str(path), "sha256": sha}]  # fmt: skip
+                                              "loaded_from": str(path), "sha256": sha}]
     # danet eval reads the run's config.yaml, and its plugins with it
     run_dir = next(p.parent for p in (tmp_path / "runs" / "mine").glob("myscale-*/result.json"))
     capsys.readouterr()
@@ -226,7 +226,7 @@ def test_the_example_dataset_plugin_decodes_and_trains(tmp_path, monkeypatch, ca
     root = tmp_path / "photos"
     written = _side_by_side(root)
     overrides = [f"plugins=[{EXAMPLE_DATASET}]", "data.name=side_by_side",
-                 f"data.root={root}", "data.crop_size=[32,48]"]  # fmt: skip
+                 f"data.root={root}", "data.crop_size=[32,48]"]
     cfg = C.build(None, [*TINY, *overrides])
     check_config(cfg)
     val = build_dataset(cfg.data, "val")
@@ -241,7 +241,7 @@ def test_the_example_dataset_plugin_decodes_and_trains(tmp_path, monkeypatch, ca
     assert result["config"]["data"]["name"] == "side_by_side"
     assert result["classes"] == ["background", "road", "car"]
     assert result["plugins"][0]["sha256"] == hashlib.sha256(
-        EXAMPLE_DATASET.read_bytes()).hexdigest()  # fmt: skip
+        EXAMPLE_DATASET.read_bytes()).hexdigest()
 
 
 BAD_DATASETS = {
@@ -267,7 +267,7 @@ BAD_DATASETS = {
                 "def pairs(root, split):\n    return [(root / 'a.jpg', root / 'a.png')]\n"
                 "register_dataset('mine', pairs, ['a'])\n",
                 r"a.jpg: missing \(the image, listed by dataset 'mine'"),
-}  # fmt: skip
+}
 
 
 @pytest.mark.parametrize("case", BAD_DATASETS)
@@ -277,7 +277,7 @@ def test_a_bad_dataset_plugin_is_one_line_exit_2(tmp_path, monkeypatch, capsys, 
     (tmp_path / "data").mkdir()
     name = "camvid" if case == "clash" else "mine"
     code, err = _train(tmp_path, monkeypatch, capsys, "plugins=[./bad.py]",
-                       f"data.name={name}", f"data.root={tmp_path / 'data'}")  # fmt: skip
+                       f"data.name={name}", f"data.root={tmp_path / 'data'}")
     assert code == 2 and len(err) == 1, err
     assert err[0].startswith("danet train: error: ") and re.search(message, err[0]), err[0]
     assert not list((tmp_path / "runs").glob("*/*/result.json"))  # nothing ran
@@ -285,6 +285,6 @@ def test_a_bad_dataset_plugin_is_one_line_exit_2(tmp_path, monkeypatch, capsys, 
 
 def test_an_unknown_dataset_lists_the_plugins_datasets(tmp_path, monkeypatch, capsys):
     code, err = _train(tmp_path, monkeypatch, capsys, f"plugins=[{EXAMPLE_DATASET}]",
-                       "data.name=side_by_sid")  # fmt: skip
+                       "data.name=side_by_sid")
     assert code == 2 and len(err) == 1
     assert "side_by_side" in err[0] and "data.name" in err[0], err[0]

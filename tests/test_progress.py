@@ -74,12 +74,12 @@ def _stop_once_written(args: list[str], csv: Path, rows: int, sig: int, log: Pat
         proc = subprocess.Popen(
             [sys.executable, *args], cwd=REPO, stdout=subprocess.DEVNULL, stderr=err,
             start_new_session=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
-        )  # fmt: skip
+        )
         try:
             wait_for(
                 lambda: proc.poll() is not None or _csv_rows(csv) >= rows, 60, f"{rows} rows",
                 poll=0.1,
-            )  # fmt: skip
+            )
             assert proc.poll() is None, f"finished before it was stopped: {log.read_text()}"
             os.kill(proc.pid, sig)
             return proc.wait(timeout=30)
@@ -93,7 +93,7 @@ def _stop_once_written(args: list[str], csv: Path, rows: int, sig: int, log: Pat
 def test_bench_stopped_keeps_every_row_measured(tmp_path, sig):
     csv, log = tmp_path / "bench.csv", tmp_path / "stderr"
     args = ["-m", "analysis.bench", "--quick", "--settings", "default", "--variants",
-            "none,pam,danet", "--options", "channels_last", "--out", str(csv)]  # fmt: skip
+            "none,pam,danet", "--options", "channels_last", "--out", str(csv)]
     code = _stop_once_written(args, csv, 3, sig, log)
     df = pd.read_csv(csv)  # whole: each rewrite is atomic
     printed = re.findall(r"^\[bench\] default (\w+): ", log.read_text(), re.MULTILINE)
@@ -113,7 +113,7 @@ def test_profile_stopped_keeps_every_row_measured(tmp_path):
     csv, log = tmp_path / "profile.csv", tmp_path / "stderr"
     names = ["none", "pam", "danet", "cam", "se", "eca"]
     args = ["-m", "analysis.profile", "--no-measure", "--scopes", "module", "--sizes", "33",
-            "65", "--variants", *names, "--out", str(csv)]  # fmt: skip
+            "65", "--variants", *names, "--out", str(csv)]
     assert _stop_once_written(args, csv, 2, signal.SIGINT, log) == 130  # Ctrl-C
     df = pd.read_csv(csv)
     printed = re.findall(r"^\[profile\] (\w+) module (\d+x\d+): params_m", log.read_text(), re.M)

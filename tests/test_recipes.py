@@ -20,7 +20,7 @@ def _dry_run(grid: str) -> str:
     out = subprocess.run(
         [sys.executable, "-m", "danet.cli", "sweep", str(EXPERIMENTS / grid), "--dry-run"],
         capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+    )
     assert out.returncode == 0, out.stderr
     return out.stdout
 
@@ -64,10 +64,10 @@ def test_released_danet101_recipe_matches_its_training_command(tmp_path):
     cfg = spec.cfg
     assert (cfg.model.backbone, cfg.model.variant, cfg.model.multi_grid) == (
         "resnet101", "danet", (4, 8, 16),
-    )  # fmt: skip
+    )
     assert (cfg.data.scale_mode, cfg.data.base_size, cfg.data.crop_size) == (
         "danet-v0.5.0", 1024, 768,
-    )  # fmt: skip
+    )
     assert cfg.data.scale_range == (0.75, 2.0) and cfg.data.flip
     assert cfg.train.iterations == 240 * (2975 // 8) and cfg.train.batch_size == 8
     assert cfg.train.lr == 0.003 and cfg.train.head_lr_mult == 10.0
@@ -115,11 +115,11 @@ def test_bundle_axes_set_keys_together(tmp_path):
         tmp_path,
         {"variant": [{"model.variant": "pam", "train.lr": 0.02}, {"model": {"variant": "cam"}}],
          "seed": [0, 1]},
-    )  # fmt: skip
+    )
     specs = expand(load_grid(path), tmp_path)
     assert [(s.cfg.model.variant, s.cfg.train.lr, s.cfg.seed) for s in specs] == [
         ("pam", 0.02, 0), ("pam", 0.02, 1), ("cam", 0.01, 0), ("cam", 0.01, 1),
-    ]  # fmt: skip
+    ]
 
 
 @pytest.mark.parametrize(

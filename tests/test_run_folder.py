@@ -13,7 +13,7 @@ from danet.run_folder import State
 
 REPO = Path(__file__).resolve().parent.parent
 NAMES = {F.CONFIG, F.LOG, F.RESULT, F.CHECKPOINTS, F.TENSORBOARD, F.LOCK, F.JOB, F.ERROR, F.STOP,
-         F.CANCELLED, F.COST_CACHE, F.CODE_SNAPSHOTS, F.SUBMITIT, F.LAUNCH_LOCK}  # fmt: skip
+         F.CANCELLED, F.COST_CACHE, F.CODE_SNAPSHOTS, F.SUBMITIT, F.LAUNCH_LOCK}
 STATES = {s.value for s in State}
 
 

@@ -33,7 +33,7 @@ def _cityscapes_frame(root: Path) -> None:
     stem = "aachen_000000_000019"
     for folder, suffix, array in (
         ("leftImg8bit", "leftImg8bit", rgb), ("gtFine", "gtFine_labelIds", raw),
-    ):  # fmt: skip
+    ):
         path = root / folder / "train" / "aachen" / f"{stem}_{suffix}.png"
         path.parent.mkdir(parents=True, exist_ok=True)
         Image.fromarray(array).save(path)
@@ -58,7 +58,7 @@ def test_table1_crops_are_cut_from_the_unscaled_frame(tmp_path):
     ds = build_dataset(cfg.data, "train")
     image, label = ds.load(0)
     frame = ((torch.tensor(image).permute(2, 0, 1).float() / 255 - MEAN[:, None, None])
-             / STD[:, None, None])  # fmt: skip
+             / STD[:, None, None])
     label = torch.tensor(label).long()
     seen = set()
     for draw in range(6):
@@ -82,11 +82,11 @@ def test_released_recipe_draws_the_short_side_in_768_to_2048(tmp_path):
     d = cfg.data
     assert (d.scale_mode, d.base_size, d.scale_range, d.crop_size) == (
         "danet-v0.5.0", 1024, (0.75, 2.0), 768,
-    )  # fmt: skip
+    )
     assert cfg.model.backbone == "resnet101" and cfg.model.multi_grid == (4, 8, 16)
     gen = torch.Generator().manual_seed(0)
     sizes = [scaled_size(1024, 2048, d.base_size, d.scale_range, gen, d.scale_mode)
-             for _ in range(2000)]  # fmt: skip
+             for _ in range(2000)]
     shorts = np.array([h for h, _ in sizes])
     assert all(w == 2 * h for h, w in sizes)
     assert shorts.min() >= 768 and shorts.max() <= 2048
@@ -95,7 +95,7 @@ def test_released_recipe_draws_the_short_side_in_768_to_2048(tmp_path):
     for seed in range(3):
         g = torch.Generator().manual_seed(seed)
         out, out_lab = train_augment(img, lab, d.crop_size, d.scale_range, d.flip, g,
-                                     255, d.base_size, d.scale_mode)  # fmt: skip
+                                     255, d.base_size, d.scale_mode)
         assert out.shape == (3, 768, 768) and not (out_lab == 255).any()
 
 

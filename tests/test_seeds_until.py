@@ -57,7 +57,7 @@ def test_the_stopping_rule_looks_at_the_width_only():
     # the same with no interval narrow enough: every variant below M seeds gets one
     assert sorted(seeds_needed(s.reset_index(), 0.1, 4, "none")["variant"]) == [
         "cam", "ema", "pam"
-    ]  # fmt: skip
+    ]
     assert seeds_needed(s.reset_index(), 100.0, 4, "none")["variant"].tolist() == ["ema"]
 
 
@@ -81,7 +81,7 @@ def test_added_runs_pair_with_the_baseline_per_group(tmp_path):
     specs = expand(load_grid(grid), tmp_path / "runs")
     cells = {cell_key(s): s for s in specs}
     have = {("none", "context"): [0, 1, 2], ("none", "local"): [0, 1], ("pam", "context"): [0, 1],
-            ("pam", "local"): [0, 1]}  # fmt: skip
+            ("pam", "local"): [0, 1]}
     rows = [
         (with_seed(spec, seed).run_id, cell_key(spec), seed, variant, setting)
         for spec in specs
@@ -130,7 +130,7 @@ def _sweep(cwd: Path, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "danet.cli", "sweep", "mini.yaml", "--no-report", *args],
         cwd=cwd, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+    )
 
 
 def _seeds(cwd: Path) -> dict[str, list[int]]:

@@ -79,7 +79,7 @@ def test_a_file_of_another_architecture_fails_naming_the_tensor():
     theirs = {f"t{i}.{k.rsplit('.', 1)[-1]}": v for i, (k, v) in enumerate(state.items())}
     theirs["t0.weight"] = torch.zeros(16, 3, 3, 3)  # a narrower stem
     with pytest.raises(DanetError, match=r"t0.weight \(16, 3, 3, 3\) does not map onto timm's "
-                       r"conv_stem.weight \(32, 3, 3, 3\)"):  # fmt: skip
+                       r"conv_stem.weight \(32, 3, 3, 3\)"):
         map_to_timm(theirs, "tf_efficientnet_lite0", "lite0.pth")
     with pytest.raises(DanetError, match="247 tensors, but timm.s tf_efficientnet_lite1 has 322"):
         map_to_timm(state, "tf_efficientnet_lite1", "lite0.pth")

@@ -26,7 +26,7 @@ SMALL = {
     "data": {"image_size": 64, "crop_size": 64, "train_size": 16, "val_size": 4},
     "train": {"batch_size": 2, "iterations": 4, "checkpoint_every": 2, "log_every": 1,
               "threads": 1},
-}  # fmt: skip
+}
 
 
 def _grid(tmp_path: Path, name: str, grid: dict, config: dict = SMALL, **launcher) -> Path:
@@ -37,7 +37,7 @@ def _grid(tmp_path: Path, name: str, grid: dict, config: dict = SMALL, **launche
         "grid": grid,
         "launcher": {"cluster": "slurm", "timeout_min": 10, "cpus_per_task": 1, "mem_gb": 1,
                      **launcher},
-    }  # fmt: skip
+    }
     path.write_text(yaml.safe_dump(body, sort_keys=False))
     return path
 
@@ -46,14 +46,14 @@ def _danet(tmp_path: Path, *args: str, cwd: Path = REPO, timeout: int = 600):
     return subprocess.run(
         [sys.executable, "-m", "danet.cli", *args],
         capture_output=True, text=True, timeout=timeout, cwd=cwd,
-    )  # fmt: skip
+    )
 
 
 def _sweep(tmp_path: Path, grid: Path, *extra: str, cwd: Path = REPO):
     return _danet(
         tmp_path, "sweep", str(grid), "--runs-root", str(tmp_path / "runs"),
         "--reports", str(tmp_path / "reports"), *extra, cwd=cwd,
-    )  # fmt: skip
+    )
 
 
 def _head() -> str:
@@ -94,7 +94,7 @@ def test_preempted_job_checkpoints_requeues_and_finishes_as_if_uninterrupted(
         "data": {"image_size": 96, "crop_size": 96, "train_size": 32, "val_size": 4},
         "train": {"batch_size": 4, "iterations": 150, "checkpoint_every": 1000, "log_every": 1,
                   "threads": 1},
-    }  # fmt: skip
+    }
     grid = _grid(tmp_path, "pre", {"model.variant": ["pam"]}, config)
     out = _sweep(tmp_path, grid, "--no-wait")
     assert out.returncode == 0, out.stdout + out.stderr
@@ -130,7 +130,7 @@ def test_two_sweeps_started_at_once_train_each_run_once(slurm_cluster, tmp_path)
     (it does not block on the first sweep's lock while the runs train)."""
     grid = _grid(tmp_path, "twice", {"model.variant": ["none", "pam"], "seed": [0, 1]})
     args = [sys.executable, "-m", "danet.cli", "sweep", str(grid), "--runs-root",
-            str(tmp_path / "runs"), "--no-report"]  # fmt: skip
+            str(tmp_path / "runs"), "--no-report"]
     procs = [subprocess.Popen(args, cwd=REPO, stdout=subprocess.PIPE, text=True) for _ in "ab"]
     outs = [p.communicate(timeout=600)[0] for p in procs]
     assert all(p.returncode == 0 for p in procs), outs
@@ -175,7 +175,7 @@ def test_queued_runs_use_the_code_of_their_submission(slurm_cluster, tmp_path):
     plugin.write_text(PLUGIN)
     submitted = hashlib.sha256(plugin.read_bytes()).hexdigest()
     grid = _grid(tmp_path, "snap", {"model.variant": ["none", "myscale", "danet"]},
-                 config={**SMALL, "plugins": [str(plugin)]}, array_parallelism=1)  # fmt: skip
+                 config={**SMALL, "plugins": [str(plugin)]}, array_parallelism=1)
     out = _sweep(tmp_path, grid, "--no-wait", cwd=clone)
     assert out.returncode == 0, out.stdout + out.stderr
     # edit the code and the plugin right after submission: the queued runs must not see it
@@ -183,7 +183,7 @@ def test_queued_runs_use_the_code_of_their_submission(slurm_cluster, tmp_path):
     train.write_text(train.read_text() + '\nraise RuntimeError("edited after submission")\n')
     plugin.write_text(PLUGIN + "# edited after submission\n")
     edited = subprocess.run([sys.executable, "-c", "import danet.engine.train"], cwd=clone,
-                            capture_output=True, text=True, timeout=120)  # fmt: skip
+                            capture_output=True, text=True, timeout=120)
     assert "edited after submission" in edited.stderr  # the clone's own code is broken now
     sweep = tmp_path / "runs" / "snap"
     wait_for(lambda: len(list(sweep.glob("*/result.json"))) == 3, 300, "the three runs")

@@ -39,7 +39,7 @@ def _config(iterations: int, checkpoint_every: int) -> dict:
         "data": {"image_size": 96, "crop_size": 96, "train_size": 32, "val_size": 4},
         "train": {"batch_size": 4, "iterations": iterations, "checkpoint_every": checkpoint_every,
                   "log_every": 1, "threads": 1},
-    }  # fmt: skip
+    }
 
 
 def _danet(*args: str) -> subprocess.CompletedProcess:
@@ -55,7 +55,7 @@ def _jobs(name: str) -> dict[str, str]:
     out = subprocess.run(
         ["squeue", "-h", "-r", "-n", name, "-o", "%i %T"],
         capture_output=True, text=True, timeout=30, check=True,
-    )  # fmt: skip
+    )
     return parse_squeue(out.stdout)
 
 
@@ -115,7 +115,7 @@ def sweep(slurm_cluster, tmp_path) -> Iterator[Callable[..., tuple[Path, Path]]]
     names: list[str] = []
 
     def make(name: str, axes: dict, iterations: int = 600, checkpoint_every: int = 1000,
-             **launcher) -> tuple[Path, Path]:  # fmt: skip
+             **launcher) -> tuple[Path, Path]:
         names.append(name)
         grid = tmp_path / f"{name}.yaml"
         body = {
@@ -125,7 +125,7 @@ def sweep(slurm_cluster, tmp_path) -> Iterator[Callable[..., tuple[Path, Path]]]
             # snapshot off: the jobs import this checkout, whatever git tracks of it
             "launcher": {"cluster": "slurm", "timeout_min": 20, "cpus_per_task": 1,
                          "mem_gb": 1, "snapshot": False, **launcher},
-        }  # fmt: skip
+        }
         grid.write_text(yaml.safe_dump(body, sort_keys=False))
         return grid, tmp_path / "runs" / name
 
@@ -153,7 +153,7 @@ def test_parse_squeue_keeps_each_array_task_and_its_state():
     text = "12_0 RUNNING\n12_1 PENDING\n13 REQUEUE_HOLD\n\n14 COMPLETING\n"
     assert parse_squeue(text) == {
         "12_0": "RUNNING", "12_1": "PENDING", "13": "REQUEUE_HOLD", "14": "COMPLETING",
-    }  # fmt: skip
+    }
 
 
 @pytest.mark.parametrize(
@@ -306,7 +306,7 @@ def test_cancel_one_run_resubmit_it_then_cancel_the_whole_sweep(sweep):
     assert not any((r / "error.json").exists() for r in (kept, cancelled))
     stopped = [_stopped_at(r) for r in (kept, cancelled)]
     assert all(s is not None and checkpoint.latest(r)["iteration"] == s
-               for s, r in zip(stopped, (kept, cancelled)))  # fmt: skip
+               for s, r in zip(stopped, (kept, cancelled)))
 
 
 def test_status_says_pending_while_slurm_holds_a_new_job(sweep):
@@ -329,7 +329,7 @@ def test_max_array_size_above_the_clusters_is_refused_before_anything_is_written
         [sys.executable, "-m", "danet.cli", "sweep", str(grid), "--runs-root",
          str(grid.parent / "runs"), f"launcher.max_array_size={limit + 1}"],
         capture_output=True, text=True, timeout=300, cwd=REPO,
-    )  # fmt: skip
+    )
     assert out.returncode == 2, out.stdout + out.stderr
     assert len(out.stderr.strip().splitlines()) == 1, out.stderr
     assert f"launcher.max_array_size={limit + 1} is above" in out.stderr

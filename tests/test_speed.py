@@ -141,7 +141,7 @@ def test_bench_measures_every_section(tmp_path, capsys):
             "--quick", "--settings", "default", "--variants", "none+dual,none,danet",
             "--options", "channels_last,workers_1,pin_memory_off", "--out", str(out),
         ]
-    )  # fmt: skip
+    )
     assert code == 0
     df = pd.read_csv(out)
     assert set(df.section) == {"ceiling", "train", "inference", "option", "data", "check"}

@@ -265,7 +265,7 @@ def test_columns_and_no_bootstrap_left():
         "dataset", "variant", "mean", "std", "n", "seeds", "vs", "delta", "ci_low", "ci_high",
         "ci_halfwidth", "ci_method", "p_value", "p_holm", "p_bonferroni", "sim_low", "sim_high",
         "verdict", "ci_includes_zero",
-    ]  # fmt: skip
+    ]
     assert set(s["ci_method"]) <= set(stats.METHODS)
     assert set(s["verdict"]) <= set(stats.VERDICTS)
     assert not any("boot" in name.lower() for name in dir(stats))

@@ -28,7 +28,7 @@ ITERATIONS = 120  # long enough to be interrupted mid-run; checkpoints only ever
 
 def _grid(tmp_path: Path) -> Path:
     return tiny_grid(tmp_path / "stop.yaml", "stop", f"train.iterations={ITERATIONS}",
-                     "train.checkpoint_every=100", "train.tensorboard=false")  # fmt: skip
+                     "train.checkpoint_every=100", "train.tensorboard=false")
 
 
 def _iteration(run_dir: Path) -> int:
@@ -58,7 +58,7 @@ def _sweep(grid: Path, cwd: Path) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, "-m", "danet.cli", "sweep", str(grid), "--no-report"], cwd=cwd,
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
-    )  # fmt: skip
+    )
 
 
 def _interrupted(
@@ -96,7 +96,7 @@ def test_ctrl_c_stops_every_run_at_a_checkpoint_and_the_same_command_resumes(tmp
     code, out, err = _interrupted(
         grid, tmp_path, lambda: len(list(sweep_dir.glob("*/log.jsonl"))) == 2
         and all(_iteration(p.parent) >= 3 for p in sweep_dir.glob("*/log.jsonl")), ctrl_c,
-    )  # fmt: skip
+    )
     assert code == 130, out + err
     assert "stopping: 2 running runs save a checkpoint" in out
     assert out.count("  stopped ") == 2 and "the same command resumes them" in err
@@ -109,7 +109,7 @@ def test_ctrl_c_stops_every_run_at_a_checkpoint_and_the_same_command_resumes(tmp
         assert newest is not None and newest["iteration"] == stopped
         assert not (run_dir / "result.json").exists() and (run_dir / STOP).exists()
     status = subprocess.run([sys.executable, "-m", "danet.cli", "status", str(grid)],
-                            cwd=tmp_path, capture_output=True, text=True, timeout=120)  # fmt: skip
+                            cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert "2 stopped" in status.stdout, status.stdout
 
     again = _sweep(grid, tmp_path)  # the same command
@@ -119,13 +119,13 @@ def test_ctrl_c_stops_every_run_at_a_checkpoint_and_the_same_command_resumes(tmp
     for run_dir in (p.parent for p in sweep_dir.glob("*/config.yaml")):
         resumed = json.loads((run_dir / "result.json").read_text())
         straight = run(C.build(run_dir / "config.yaml"), tmp_path / "straight" / run_dir.name,
-                       progress=False)  # fmt: skip
+                       progress=False)
         # exact by construction: one thread, the same kernels on this machine, and a resume
         # restores weights, optimiser, random state and the data order
         assert resumed["per_class_iou"] == straight["per_class_iou"]
         a = torch.load(checkpoint.list_checkpoints(run_dir)[-1], weights_only=False)["model"]
         b = torch.load(checkpoint.list_checkpoints(tmp_path / "straight" / run_dir.name)[-1],
-                       weights_only=False)["model"]  # fmt: skip
+                       weights_only=False)["model"]
         assert all(torch.equal(a[k], b[k]) for k in a)
 
 
@@ -136,14 +136,14 @@ def test_danet_cancel_stops_a_local_sweep_from_another_terminal(tmp_path, capsys
 
     grid = tiny_grid(tmp_path / "cancel.yaml", "cancel", "train.iterations=5000",
                      "train.checkpoint_every=1000", "train.tensorboard=false",
-                     variants=("pam",))  # fmt: skip
+                     variants=("pam",))
     sweep_dir = tmp_path / "runs" / "cancel"
     monkeypatch.chdir(tmp_path)  # the other terminal's working folder: the sweep's
     code, out, err = _interrupted(
         grid, tmp_path,
         lambda: any(_iteration(p.parent) >= 3 for p in sweep_dir.glob("*/log.jsonl")),
         lambda pid: main(["cancel", grid.name]),  # as typed: from the sweep's folder, defaults
-    )  # fmt: skip
+    )
     assert "cancelled 1 runs (SIGTERM to the local sweep (pid" in capsys.readouterr().out
     assert code == 130 and "  cancelled pam-" in out, out + err
     (run_dir,) = (p.parent for p in sweep_dir.glob("*/config.yaml"))
@@ -161,7 +161,7 @@ def test_a_second_ctrl_c_kills_the_runs_at_once(tmp_path):
     grid = tiny_grid(tmp_path / "kill.yaml", "kill", "train.iterations=5000",
                      "data.image_size=384", "data.crop_size=384", "train.batch_size=8",
                      "train.checkpoint_every=1", "train.tensorboard=false",
-                     variants=("pam",))  # fmt: skip
+                     variants=("pam",))
     sweep_dir = tmp_path / "runs" / "kill"
     def ctrl_c_twice(pid: int) -> None:
         os.killpg(pid, signal.SIGINT)
@@ -172,7 +172,7 @@ def test_a_second_ctrl_c_kills_the_runs_at_once(tmp_path):
         grid, tmp_path,
         lambda: any(_iteration(p.parent) >= 1 for p in sweep_dir.glob("*/log.jsonl")),
         ctrl_c_twice,
-    )  # fmt: skip
+    )
     (job,) = _job_ids(sweep_dir)
     assert code == 130 and "  killed pam-" in out, out + err
     wait_for(lambda: not _group(job), 10, "the job's processes to end")
@@ -196,7 +196,7 @@ def test_cancel_signals_no_process_of_another_machine(tmp_path, capsys):
         run_dir.mkdir(parents=True)
         (run_dir / "job.json").write_text(json.dumps(
             {"cluster": "local", "host": "another-node", "queued_by": bystander.pid,
-             "submitted": time.time() - 1}))  # fmt: skip
+             "submitted": time.time() - 1}))
         assert run_state(run_dir).state == "pending"
         assert main(["cancel", str(tmp_path / "runs" / "far")]) == 0
         captured = capsys.readouterr()

@@ -149,10 +149,10 @@ def test_two_local_sweeps_at_once_train_each_run_once(tmp_path):
     second watches them; no run trains twice, no job touches another's files."""
     grid = _grid(tmp_path, seeds=(0,))
     args = [sys.executable, "-m", "danet.cli", "sweep", str(grid), "--no-report",
-            "launcher.max_parallel=1"]  # fmt: skip
+            "launcher.max_parallel=1"]
     procs = [
         subprocess.Popen(args, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                         text=True)  # fmt: skip
+                         text=True)
         for _ in "ab"
     ]
     outs = [p.communicate(timeout=600) for p in procs]
@@ -169,7 +169,7 @@ def test_two_local_sweeps_at_once_train_each_run_once(tmp_path):
         steps = [json.loads(x).get("iteration") for x in (run_dir / "log.jsonl").open()]
         assert steps[:4] == [1, 2, 3, 4] and "resume" not in (run_dir / "log.jsonl").read_text()
     status = subprocess.run([sys.executable, "-m", "danet.cli", "status", str(grid)],
-                            cwd=tmp_path, capture_output=True, text=True, timeout=120)  # fmt: skip
+                            cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert status.returncode == 0 and "2 done" in status.stdout, status.stdout + status.stderr
 
 
@@ -198,13 +198,13 @@ def test_status_of_a_grid_lists_every_run_new_pending_running_done_failed(tmp_pa
         for run_dir in (running, pending):
             (run_dir / "job.json").write_text(json.dumps({
                 "job_id": str(alive.pid), "cluster": "local", "host": os.uname().nodename,
-                "submitted": 1.0, "stderr": str(run_dir / "log.err")}))  # fmt: skip
+                "submitted": 1.0, "stderr": str(run_dir / "log.err")}))
         (running / "log.jsonl").write_text(json.dumps({"iteration": 2, "loss": 0.9, "time": 3.0}))
         out, data = (
             subprocess.run([sys.executable, "-m", "danet.cli", "status", str(grid), *extra],
                            cwd=tmp_path, capture_output=True, text=True, timeout=120)
             for extra in ([], ["--json"])
-        )  # fmt: skip
+        )
     finally:
         alive.kill()
         alive.wait()

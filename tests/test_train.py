@@ -153,7 +153,7 @@ def test_tensorboard_events_follow_the_run_and_its_resume(tiny_cfg, tmp_path):
     events.Reload()
     tags = events.Tags()["scalars"]
     for tag in ("train/loss", "train/lr", "train/images_per_s", "val/miou_whole",
-                "hparam/miou_whole", "hparam/gmacs", "hparam/train_peak_mb"):  # fmt: skip
+                "hparam/miou_whole", "hparam/gmacs", "hparam/train_peak_mb"):
         assert tag in tags, tag
     # one point per logged iteration: the resumed run does not repeat steps 1-2
     assert [e.step for e in events.Scalars("train/loss")] == [1, 2, 3, 4]

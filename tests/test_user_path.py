@@ -43,7 +43,7 @@ def clone(tmp_path: Path) -> Path:
     listed = subprocess.run(
         ["git", "ls-files", "-co", "--exclude-standard", "-z"],
         cwd=REPO, capture_output=True, text=True, check=True,
-    ).stdout.split("\0")  # fmt: skip
+    ).stdout.split("\0")
     for name in filter(None, listed):
         if (REPO / name).is_file():
             (root / name).parent.mkdir(parents=True, exist_ok=True)
@@ -59,7 +59,7 @@ def clone(tmp_path: Path) -> Path:
     ours = subprocess.run(
         [sys.executable, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
         capture_output=True, text=True, check=True,
-    ).stdout.strip()  # fmt: skip
+    ).stdout.strip()
     # the clone's code first; only plain path lines, so this checkout's editable install
     # (a .pth of its own site folder) is not activated
     (site / "_danet_clone.pth").write_text(f"{root}\n{ours}\n")

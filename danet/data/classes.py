@@ -10,20 +10,20 @@ CITYSCAPES = (
     "road", "sidewalk", "building", "wall", "fence", "pole", "traffic light", "traffic sign",
     "vegetation", "terrain", "sky", "person", "rider", "car", "truck", "bus", "train",
     "motorcycle", "bicycle",
-)  # fmt: skip
+)
 
 # labelId -> trainId of the official label table (cityscapesscripts.helpers.labels); every
 # other labelId is ignored. tests/test_datasets.py checks it against the package.
 CITYSCAPES_TRAIN_IDS = {
     7: 0, 8: 1, 11: 2, 12: 3, 13: 4, 17: 5, 19: 6, 20: 7, 21: 8, 22: 9, 23: 10, 24: 11,
     25: 12, 26: 13, 27: 14, 28: 15, 31: 16, 32: 17, 33: 18,
-}  # fmt: skip
+}
 
 VOC = (
     "background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat",
     "chair", "cow", "diningtable", "dog", "horse", "motorbike", "person", "pottedplant",
     "sheep", "sofa", "train", "tvmonitor",
-)  # fmt: skip
+)
 
 ADE20K = (
     "wall", "building", "sky", "floor", "tree", "ceiling", "road", "bed", "windowpane",
@@ -45,7 +45,7 @@ ADE20K = (
     "blanket", "sculpture", "hood", "sconce", "vase", "traffic light", "tray", "ashcan",
     "fan", "pier", "crt screen", "plate", "monitor", "bulletin board", "shower", "radiator",
     "glass", "clock", "flag",
-)  # fmt: skip
+)
 
 # PASCAL Context, 60 classes with background first (the DANet paper's setting: 52.6 mIoU);
 # the 59-class setting drops background (label 0 becomes ignore).
@@ -57,7 +57,7 @@ PCONTEXT60 = (
     "grass", "ground", "keyboard", "light", "mountain", "mouse", "curtain", "platform",
     "sign", "plate", "road", "rock", "shelves", "sidewalk", "sky", "snow", "bedclothes",
     "track", "tree", "truck", "wall", "water", "window", "wood",
-)  # fmt: skip
+)
 
 COCO_STUFF = (
     "person", "bicycle", "car", "motorcycle", "airplane", "bus", "train", "truck", "boat",
@@ -83,7 +83,7 @@ COCO_STUFF = (
     "textile-other", "towel", "tree", "vegetable", "wall-brick", "wall-concrete",
     "wall-other", "wall-panel", "wall-stone", "wall-tile", "wall-wood", "water-other",
     "waterdrops", "window-blind", "window-other", "wood",
-)  # fmt: skip
+)
 
 # The stuffthingmaps PNGs store COCO category id - 1 (0-181, 255 unlabelled). Eleven of those
 # ids name no class (COCO's unused thing ids 12, 26, 29, 30, 45, 66, 68, 69, 71, 83, 91);
@@ -96,4 +96,4 @@ COCO_STUFF_IDS = tuple(i for i in range(182) if i not in COCO_STUFF_UNUSED)
 CAMVID = (
     "Sky", "Building", "Pole", "Road", "Pavement", "Tree", "SignSymbol", "Fence", "Car",
     "Pedestrian", "Bicyclist",
-)  # fmt: skip
+)

@@ -75,7 +75,7 @@ def entry_fields(cfg: C.Config, backbone: nn.Module, role: str, count: int) -> d
     """Everything the entry's numbers depend on."""
     data = C.to_dict(cfg)["data"]
     for unused in ("crop_size", "scale_range", "flip", "num_workers", "pin_memory",
-                   "persistent_workers"):  # fmt: skip
+                   "persistent_workers"):
         data.pop(unused)
     if data["root"] or cfg.data.name != "synthetic":
         from danet.data.files import dataset_root
@@ -87,7 +87,7 @@ def entry_fields(cfg: C.Config, backbone: nn.Module, role: str, count: int) -> d
         "weights": weights_digest(backbone), "mean": list(backbone.mean), "std": list(backbone.std),
         "data": data, "input": list(cfg.eval.resize) if role == "val" else data["base_size"],
         "torch": torch.__version__, "timm": timm.__version__,
-    }  # fmt: skip
+    }
 
 
 def _crc(path: Path) -> int:
@@ -137,7 +137,7 @@ def inputs(cfg: C.Config, role: str, dataset) -> Iterator[tuple[torch.Tensor, to
         size = list(base_scale_size(h, w, cfg.data.base_size))
         if size != [h, w]:  # bilinear is linear: resizing after normalising is the same map
             img = TF.resize(img, size, interpolation=TF.InterpolationMode.BILINEAR,
-                            antialias=False)  # fmt: skip
+                            antialias=False)
             lab = TF.resize(lab[None], size, interpolation=TF.InterpolationMode.NEAREST_EXACT)[0]
         yield (img.flip(-1), lab.flip(-1)) if role == "train-mirror" else (img, lab)
 
@@ -198,7 +198,7 @@ def _locked(path: Path, wait: bool) -> Iterator[bool]:
 def entries(
     backbone: nn.Module, cfg: C.Config, roles: tuple[str, ...], datasets: dict[str, Any],
     ignore: int,
-) -> dict[str, Entry]:  # fmt: skip
+) -> dict[str, Entry]:
     """The entries of `roles` (datasets: role -> the split's images, eval transform), each
     read from the cache or built once."""
     folder = cache_dir() / "features"

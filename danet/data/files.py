@@ -153,7 +153,7 @@ class FileDataset(Dataset):
             img, lab = train_augment(
                 img, lab, self.cfg.crop_size, self.cfg.scale_range, self.cfg.flip, gen,
                 self.ignore_index, self.cfg.base_size, self.cfg.scale_mode,
-            )  # fmt: skip
+            )
         return normalize(img), lab
 
 

@@ -55,7 +55,7 @@ class FrozenTrainSet(Dataset):
         lh, lw = (int(v) for v in entry.sizes[index, 4:])
         feats = _crop(entry.features[index, :, :h, :w], y, x, fh, fw, 0.0)
         label = _crop(entry.labels[index, :lh, :lw], STRIDE * y, STRIDE * x, STRIDE * fh,
-                      STRIDE * fw, self.ignore_index)  # fmt: skip
+                      STRIDE * fw, self.ignore_index)
         return feats, label.long()
 
 
@@ -63,7 +63,7 @@ class FrozenTrainSet(Dataset):
 def evaluate_cached(
     model: nn.Module, entry: Entry, num_classes: int, ignore_index: int, device: torch.device,
     indices: range | None = None, batch: int = 16,
-) -> ConfusionMatrix:  # fmt: skip
+) -> ConfusionMatrix:
     """`whole` evaluation from cached features: the head's fused output upsampled as the model
     upsamples (to the input the features came from, align_corners=True), then to the label's
     size as danet.engine.inference.predict does (align_corners=False). Images of one size go

@@ -90,7 +90,7 @@ def evaluate_saved(
         speed.prepare(model.to(device), cfg.train), dataset, len(dataset.classes), device,
         cfg.eval, cfg.data.crop_size, dataset.ignore_index, save_dir, cfg.data.num_workers,
         cfg.train.amp, progress,
-    )  # fmt: skip
+    )
     by_mode = {mode: metrics_dict(cm, dataset.classes) for mode, cm in cms.items()}
     first = by_mode[cfg.eval.modes[0]]
     return {

@@ -27,7 +27,7 @@ class Sinks:
         self.log = (run_dir / LOG).open("a") if main else None
         self.board = _board(run_dir, start) if main and tensorboard else None
         self.bar = progress_bar(total, run_dir.name, progress and main, log_every=30.0,
-                                initial=start)  # fmt: skip
+                                initial=start)
         self.logged, self.at = start, time.perf_counter()  # for images/s between two logs
 
     def __enter__(self) -> Sinks:
@@ -61,7 +61,7 @@ class Sinks:
             self.event(event="warning", message=message)
 
     def train(self, done: int, loss: float, parts: list[float], lr: float, elapsed: float,
-              batch_size: int, device) -> None:  # fmt: skip
+              batch_size: int, device) -> None:
         """A logged training iteration: the loss (total and per output), lr, speed, memory."""
         self.event(iteration=done, loss=loss, losses=parts, lr=lr, time=elapsed)
         if self.board:

@@ -92,7 +92,7 @@ def run(
                 return F.load_result(run_dir)
             with preemption.installed():
                 return _train_and_finish(setup(cfg, run_dir, info), stop_after, progress,
-                                         preemption)  # fmt: skip
+                                         preemption)
     finally:
         distributed.teardown(info)
 
@@ -140,7 +140,7 @@ def setup(cfg: C.Config, run_dir: Path, info: distributed.DistInfo) -> Run:
     if cfg.model.freeze_backbone:
         train_set, val_features = frozen_features(cfg, model, train_set, val_set)
     return Run(cfg, run_dir, info, device, train_set, val_set, model, optimizer, scaler,
-               val_features)  # fmt: skip
+               val_features)
 
 
 def frozen_features(
@@ -186,13 +186,13 @@ def save(r: Run, done: int, elapsed: float) -> None:
         "rng_cuda": torch.cuda.get_rng_state(r.device) if cuda else None,
         "iteration": done,
         "elapsed": elapsed,
-    })  # fmt: skip
+    })
 
 
 def train(
     r: Run, start: int, elapsed: float, stop_after: int | None, sinks: Sinks,
     preemption: Preemption,
-) -> float | None:  # fmt: skip
+) -> float | None:
     """Iterations start..total; returns the training time, or None when stopped early."""
     cfg, info, total = r.cfg, r.info, r.cfg.train.iterations
     net = HeadOnFeatures(r.model.head) if cfg.model.freeze_backbone else r.model
@@ -212,7 +212,7 @@ def train(
                 torch.manual_seed(seed_from(cfg.seed, info.rank, it))
             lr = step.poly_lr(r.optimizer, it, total, cfg.train.poly_power)
             loss, parts = step.train_step(net, r.optimizer, r.scaler, next(batches), cfg,
-                                          r.train_set.ignore_index, info, r.device, it)  # fmt: skip
+                                          r.train_set.ignore_index, info, r.device, it)
             done = it + 1
             if done % cfg.train.log_every == 0 or done == total:
                 shown = float(distributed.all_sum(loss.detach().clone(), info)) / info.world_size
@@ -260,13 +260,13 @@ def evaluate_split(r: Run, modes: tuple[str, ...]) -> dict[str, dict]:
     if cached:
         mine = range(r.info.rank, len(r.val_features), world)
         cms["whole"] = evaluate_cached(r.model, r.val_features, len(classes),
-                                       r.train_set.ignore_index, r.device, mine)  # fmt: skip
+                                       r.train_set.ignore_index, r.device, mine)
     if rest:
         cms.update(evaluate(
             r.model, shard, len(classes), r.device, dataclasses.replace(cfg.eval, modes=rest),
             cfg.data.crop_size, r.train_set.ignore_index, num_workers=cfg.data.num_workers,
             amp=cfg.train.amp,
-        ))  # fmt: skip
+        ))
     for cm in cms.values():
         distributed.all_sum(cm.mat, r.info)
     return {mode: metrics_dict(cms[mode], classes) for mode in modes}
@@ -343,7 +343,7 @@ def record(
         "code_dir": str(Path(__file__).resolve().parents[2]),
         "device": device_name(r.device), "threads": torch.get_num_threads(),
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-    }  # fmt: skip
+    }
 
 
 def frozen_record(r: Run) -> dict | None:

@@ -58,7 +58,7 @@ def shipped_file(backbone: str) -> Path:
     path = root / file
     if not path.is_file():
         raise DanetError(f"model.pretrained=imagenet for {backbone}: {path} is missing; "
-                         f"reinstall {wheel}")  # fmt: skip
+                         f"reinstall {wheel}")
     return path
 
 

@@ -11,7 +11,7 @@ class GlobalGate(nn.Module):
         super().__init__()
         hidden = max(1, channels // reduction)
         self.fc = nn.Sequential(nn.Conv2d(channels, hidden, 1), nn.ReLU(),
-                                nn.Conv2d(hidden, channels, 1))  # fmt: skip
+                                nn.Conv2d(hidden, channels, 1))
         self.gamma = nn.Parameter(torch.zeros(1))  # starts as the identity, as DANet's PAM
 
     def forward(self, x):
