@@ -111,10 +111,14 @@ KILLER = textwrap.dedent(
 
     real_save = torch.save
     def torn_save(obj, f, *args, **kwargs):
-        if "iter_0000004" in str(f):  # half a file, then SIGKILL, as a kill during the write
+        # the checkpoint's temporary file (a path, or the open file object it is written to)
+        name = os.readlink(f"/proc/self/fd/{f.fileno()}") if hasattr(f, "fileno") else f
+        if "iter_0000004" in str(name):  # half a file, then SIGKILL, as a kill during the write
             real_save(obj, f, *args, **kwargs)
-            size = os.path.getsize(f)
-            with open(f, "r+b") as h:
+            if hasattr(f, "flush"):
+                f.flush()
+            size = os.path.getsize(name)
+            with open(name, "r+b") as h:
                 h.truncate(size // 2)
             os.kill(os.getpid(), signal.SIGKILL)
         return real_save(obj, f, *args, **kwargs)
