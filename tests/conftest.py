@@ -44,6 +44,18 @@ def _one_thread():
 
 
 @pytest.fixture
+def no_network(monkeypatch):
+    """Any network connection fails the test: weights and data come from local files only."""
+    import socket
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a network connection was attempted")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket, "create_connection", refuse)
+
+
+@pytest.fixture
 def tiny_cfg():
     def make(*overrides: str) -> C.Config:
         return C.build(None, TINY + list(overrides))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import socket
 
 import pytest
 import timm
@@ -12,15 +11,6 @@ import torch
 from danet.engine.train import run
 from danet.errors import DanetError
 from danet.models.backbone import BACKBONES, Backbone
-
-
-@pytest.fixture
-def no_network(monkeypatch):
-    def refuse(*args, **kwargs):
-        raise AssertionError("a network connection was attempted")
-
-    monkeypatch.setattr(socket.socket, "connect", refuse)
-    monkeypatch.setattr(socket, "create_connection", refuse)
 
 
 def _weights(tmp_path, name: str):

@@ -3,8 +3,6 @@ EfficientNet-Lite, checked against the reference implementation that reads the s
 
 from __future__ import annotations
 
-import socket
-
 import pytest
 import timm
 import torch
@@ -12,15 +10,6 @@ import torch
 from danet.errors import DanetError
 from danet.models.backbone import Backbone
 from danet.models.shipped_weights import SHIPPED, imagenet_state, map_to_timm, shipped_file
-
-
-@pytest.fixture
-def no_network(monkeypatch):
-    def refuse(*args, **kwargs):
-        raise AssertionError("a network connection was attempted")
-
-    monkeypatch.setattr(socket.socket, "connect", refuse)
-    monkeypatch.setattr(socket, "create_connection", refuse)
 
 
 @pytest.mark.parametrize("name", sorted(SHIPPED))
