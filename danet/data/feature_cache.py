@@ -71,8 +71,10 @@ def weights_digest(module: nn.Module) -> str:
     return digest.hexdigest()
 
 
-def entry_fields(cfg: C.Config, backbone: nn.Module, role: str, count: int) -> dict[str, Any]:
-    """Everything the entry's numbers depend on."""
+def entry_fields(
+    cfg: C.Config, backbone: nn.Module, role: str, count: int, weights: str
+) -> dict[str, Any]:
+    """Everything the entry's numbers depend on (`weights`: weights_digest of the backbone)."""
     data = C.to_dict(cfg)["data"]
     for unused in ("crop_size", "scale_range", "flip", "num_workers", "pin_memory",
                    "persistent_workers"):
@@ -84,7 +86,7 @@ def entry_fields(cfg: C.Config, backbone: nn.Module, role: str, count: int) -> d
     return {
         "format": FORMAT, "role": role, "count": count,
         "backbone": cfg.model.backbone, "multi_grid": list(cfg.model.multi_grid),
-        "weights": weights_digest(backbone), "mean": list(backbone.mean), "std": list(backbone.std),
+        "weights": weights, "mean": list(backbone.mean), "std": list(backbone.std),
         "data": data, "input": list(cfg.eval.resize) if role == "val" else data["base_size"],
         "torch": torch.__version__, "timm": timm.__version__,
     }
@@ -203,9 +205,9 @@ def entries(
     read from the cache or built once."""
     folder = cache_dir() / "features"
     folder.mkdir(parents=True, exist_ok=True)
-    wanted = {}
+    wanted, weights = {}, weights_digest(backbone)  # hashed once for every role
     for role in roles:
-        fields = entry_fields(cfg, backbone, role, len(datasets[role]))
+        fields = entry_fields(cfg, backbone, role, len(datasets[role]), weights)
         key = hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:20]
         wanted[role] = (folder / f"{cfg.model.backbone}-{role}-{key}", fields)
     found: dict[str, Entry] = {}

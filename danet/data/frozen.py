@@ -76,8 +76,9 @@ def evaluate_cached(
     todo = list(indices if indices is not None else range(len(entry)))
     while todo:
         sizes = tuple(int(v) for v in entry.sizes[todo[0]])
-        same = [i for i in todo[: batch] if tuple(int(v) for v in entry.sizes[i]) == sizes]
-        todo = [i for i in todo if i not in same]
+        same = [i for i in todo[:batch] if tuple(int(v) for v in entry.sizes[i]) == sizes]
+        taken = set(same)
+        todo = [i for i in todo if i not in taken]
         h, w, ih, iw, lh, lw = sizes
         feats = torch.from_numpy(np.stack([entry.features[i, :, :h, :w] for i in same]))
         logits = upsample(model.head(feats.to(device))[:1], (ih, iw))[0]
