@@ -34,7 +34,8 @@ class Launcher:
 
     cluster: str = "local"  # local: this machine; slurm: sbatch job arrays; debug: in-process
     max_parallel: int = 0  # local: runs at once; 0: one a GPU (runs on GPUs), else cores // threads
-    timeout_min: int = 120  # the job's time limit (submitit kills a local job after it, too)
+    timeout_min: int = 120  # a run's time limit (submitit kills a local job after it, too)
+    runs_per_job: int = 1  # local: runs a job trains one after another, imports paid once
     partition: str = ""  # slurm: --partition; "" the cluster's default
     nodes: int = 1  # slurm: nodes per run; DDP spans them
     gpus_per_node: int = 0  # slurm: GPUs per node (--gpus-per-node)
@@ -159,6 +160,16 @@ def _launcher(d: dict[str, Any], path: Path | str) -> Launcher:
         setattr(out, key, value)
     if out.cluster not in CLUSTERS:
         raise unknown_choice(f"launcher.cluster in {path}", out.cluster, CLUSTERS)
+    if out.runs_per_job < 1:
+        raise DanetError(
+            f"{path}: 'launcher.runs_per_job' must be 1 or more, got {out.runs_per_job}"
+        )
+    if out.runs_per_job > 1 and (out.nodes > 1 or out.tasks_per_node > 1):
+        raise DanetError(
+            f"{path}: launcher.runs_per_job={out.runs_per_job} needs runs of one process each, "
+            f"not DDP (launcher.tasks_per_node={out.tasks_per_node}, launcher.nodes="
+            f"{out.nodes}); set launcher.runs_per_job=1"
+        )
     return out
 
 

@@ -11,13 +11,15 @@ a run twice. Every path handed to a job is absolute: a Slurm job starts in a cod
 from __future__ import annotations
 
 import fcntl
+import gc
 import logging
 import os
 import subprocess
 import time
+import traceback
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import submitit
@@ -76,6 +78,43 @@ class TrainJob:
         if getattr(self, "preemption", None) is not None:  # None: USR2 before training began
             self.preemption.save_now()
         return submitit.helpers.DelayedSubmission(TrainJob(self.cfg, self.run_dir))
+
+
+class TrainJobs:
+    """A local job of several runs (launcher.runs_per_job), trained one after another in one
+    process, so that its start-up (imports: seconds on a CPU) is paid once, as Ray Tune's
+    reuse_actors does. Each run is what a job of its own gives: run() seeds and sets up every
+    run from its config alone. Returns one entry per run: {"miou": float or None (stopped,
+    checkpointed)}, {"error": the exception's last traceback line}, or {"skipped": True}
+    (asked to stop before it began: Ctrl-C, danet cancel)."""
+
+    def __init__(self, runs: list[tuple[dict, str]]) -> None:
+        self.jobs = [TrainJob(cfg, run_dir) for cfg, run_dir in runs]
+
+    def __call__(self) -> list[dict]:
+        out: list[dict] = []
+        for job in self.jobs:
+            if (Path(job.run_dir) / F.STOP).exists():
+                out.append({"skipped": True})
+                continue
+            try:
+                out.append({"miou": job()})
+            except Exception as e:  # the next run goes on; error.json holds this one's message
+                if submitit.JobEnvironment().num_tasks > 1:  # DDP: the job ends, as it must
+                    raise
+                out.append({"error": traceback.format_exception_only(e)[-1].strip()})
+            gc.collect()  # the finished run's model and features, before the next one's
+        return out
+
+    def checkpoint(self, *args, **kwargs) -> submitit.helpers.DelayedSubmission:
+        """The time limit near: the running run checkpoints; the requeued job skips the finished
+        runs (run() returns a done run's result) and resumes the rest."""
+        for job in self.jobs:
+            if getattr(job, "preemption", None) is not None:
+                job.preemption.save_now()
+        return submitit.helpers.DelayedSubmission(
+            TrainJobs([(job.cfg, job.run_dir) for job in self.jobs])
+        )
 
 
 @dataclass
@@ -195,32 +234,13 @@ def launch(
     """Submit what is left to run of `specs`; with `wait`, follow them to their end, calling
     `tick` at each poll (slurm.live redraws its view there)."""
     sweep_dir = sweep_dir.absolute()
-    outcomes: list[Outcome] = []
-    todo: list[RunSpec] = []
-    others: list[RunSpec] = []  # queued or running by another sweep or job
     # a size Slurm refuses stops the sweep here, before anything is written
     array_size = max_array_size(launcher) if launcher.cluster == "slurm" else 0
     with sweep_lock(sweep_dir, echo):
         rescue_stranded(sweep_dir, echo)
         queue = slurm_queue() if launcher.cluster == "slurm" else None
-        for spec in specs:
-            state = run_state(spec.run_dir, queue)
-            if state.state == State.DONE:
-                outcomes.append(Outcome(spec, State.DONE))
-            elif state.state in F.ACTIVE:
-                others.append(spec)
-            elif state.state == State.FAILED and not retry_failed:
-                outcomes.append(Outcome(spec, State.FAILED, state.message, state.log))
-            else:
-                todo.append(spec)
-        done, failed = (sum(o.state == k for o in outcomes) for k in (State.DONE, State.FAILED))
-        echo(
-            f"{len(specs)} runs: {done} done, {len(todo)} to run"
-            + (f", {len(others)} already queued or running" if others else "")
-            + (f", {failed} failed (--retry-failed resubmits)" if failed else "")
-            + (f" ({launcher.max_parallel} at once, " if launcher.cluster != "slurm" else " (")
-            + f"{launcher.cluster} executor)"
-        )
+        outcomes, todo, others = _triage(specs, queue, retry_failed)
+        echo(_plan_line(len(specs), outcomes, todo, others, launcher))
         for spec in todo:  # claimed before the lock is released: no other sweep takes them
             spec.run_dir.mkdir(parents=True, exist_ok=True)
             _claim(spec, launcher)
@@ -234,8 +254,43 @@ def launch(
         submitted = [Outcome(spec, State.SUBMITTED, f"job {job.job_id}") for job, spec in running]
         return outcomes + submitted
     else:
-        outcomes += _wait(running, 10.0, echo, slurm=True, tick=tick)
+        outcomes += _wait(running, 10.0, echo, tick=tick)
     return outcomes + _watch(others, launcher, echo, tick=tick)
+
+
+def _triage(specs: list[RunSpec], queue, retry_failed: bool
+            ) -> tuple[list[Outcome], list[RunSpec], list[RunSpec]]:
+    """(the outcomes of runs done or failed before, the runs to submit, the runs queued or
+    running by another sweep or job)."""
+    outcomes: list[Outcome] = []
+    todo: list[RunSpec] = []
+    others: list[RunSpec] = []
+    for spec in specs:
+        state = run_state(spec.run_dir, queue)
+        if state.state == State.DONE:
+            outcomes.append(Outcome(spec, State.DONE))
+        elif state.state in F.ACTIVE:
+            others.append(spec)
+        elif state.state == State.FAILED and not retry_failed:
+            outcomes.append(Outcome(spec, State.FAILED, state.message, state.log))
+        else:
+            todo.append(spec)
+    return outcomes, todo, others
+
+
+def _plan_line(total: int, outcomes: list[Outcome], todo: list, others: list,
+               launcher: Launcher) -> str:
+    """`25 runs: 0 done, 25 to run (2 at once, local executor)`."""
+    done, failed = (sum(o.state == k for o in outcomes) for k in (State.DONE, State.FAILED))
+    local = launcher.cluster != "slurm"
+    return (
+        f"{total} runs: {done} done, {len(todo)} to run"
+        + (f", {len(others)} already queued or running" if others else "")
+        + (f", {failed} failed (--retry-failed resubmits)" if failed else "")
+        + (f" ({launcher.max_parallel} at once, " if local else " (")
+        + (f"{launcher.runs_per_job} a job, " if local and launcher.runs_per_job > 1 else "")
+        + f"{launcher.cluster} executor)"
+    )
 
 
 def _submit_slurm(todo, sweep_dir, launcher, size: int, echo) -> list:
@@ -257,17 +312,42 @@ def _submit_slurm(todo, sweep_dir, launcher, size: int, echo) -> list:
     return running
 
 
+@dataclass
+class LocalJob:
+    """A local job and its runs (launcher.runs_per_job), trained in this order."""
+
+    job: submitit.Job
+    specs: list[RunSpec]
+    gpus: list[int]
+    told: set[str] = field(default_factory=set)  # run ids whose outcome has been reported
+
+    def untold(self) -> list[RunSpec]:
+        return [s for s in self.specs if s.run_id not in self.told]
+
+
+def job_chunks(todo: list[RunSpec], size: int) -> list[list[RunSpec]]:
+    """Consecutive runs in jobs of up to `size`; a job's runs share one device setting, so
+    that the GPUs it is given fit each of them."""
+    out: list[list[RunSpec]] = []
+    for spec in todo:
+        last = out[-1] if out else []
+        if 0 < len(last) < size and last[0].cfg.train.device == spec.cfg.train.device:
+            last.append(spec)
+        else:
+            out.append([spec])
+    return out
+
+
 def _launch_local(todo, folder, launcher, echo, tick) -> list[Outcome]:
-    """Run the claimed runs, max_parallel at once. The first SIGINT/SIGTERM asks the running
-    ones to stop at their next step (checkpointed) and starts no more; the second kills them."""
+    """Run the claimed runs, max_parallel jobs at once, each of up to launcher.runs_per_job
+    runs. The first SIGINT/SIGTERM asks the running runs to stop at their next step
+    (checkpointed) and starts no more; the second kills them."""
     stopping.jobs_in_own_sessions()
     executor = make_executor(folder, launcher)
     pool = local_gpus()
-    held: dict[str, list[int]] = {}  # job id -> its GPUs
-    running: list = []
+    running: list[LocalJob] = []
     done: list[Outcome] = []
-    queue = list(todo)
-    poll = 0.5 if launcher.cluster == "debug" else 2.0
+    queue = job_chunks(todo, launcher.runs_per_job)
     handled = 0  # interrupts acted upon
     with stopping.Interrupts() as interrupts:
         while queue or running:
@@ -275,48 +355,117 @@ def _launch_local(todo, folder, launcher, echo, tick) -> list[Outcome]:
                 handled = interrupts.count
                 done += _interrupt(handled, running, queue, echo)
             while queue and len(running) < launcher.max_parallel:
-                in_use = {g for job, _ in running for g in held.get(job.job_id, [])}
-                gpus = gpus_for(queue[0].cfg, launcher.tasks_per_node, pool, in_use)
+                in_use = {g for r in running for g in r.gpus}
+                gpus = gpus_for(queue[0][0].cfg, launcher.tasks_per_node, pool, in_use)
                 if gpus is None:  # waits for a running run to free its GPUs
                     break
-                spec = queue.pop(0)
-                resumed = " (resuming)" if (spec.run_dir / F.CHECKPOINTS).exists() else ""
-                # submitit gives a local job exactly these GPUs (CUDA_VISIBLE_DEVICES; none: "")
-                executor.update_parameters(name=spec.run_id)
-                if launcher.cluster == "local":
-                    executor.update_parameters(gpus_per_node=len(gpus), visible_gpus=tuple(gpus))
-                job = executor.submit(TrainJob(C.to_dict(spec.cfg), str(spec.run_dir)))
-                _record(spec, job, launcher, gpus)
-                on = f"  GPU {','.join(map(str, gpus))}" if gpus else ""
-                echo(f"  start  {spec.run_id}{resumed}  job {job.job_id}{on}")
-                held[job.job_id] = gpus
-                running.append((job, spec))
+                running.append(_submit_local(executor, queue.pop(0), launcher, gpus, echo))
             seen = handled
-            done += _wait(running, poll, echo, until_one=True, tick=tick,
-                          interrupted=lambda seen=seen: interrupts.count > seen)
+            done += _wait_local(running, echo, tick,
+                                interrupted=lambda seen=seen: interrupts.count > seen)
     return done
 
 
-def _interrupt(count: int, running: list, queue: list, echo) -> list[Outcome]:
-    """The first interrupt: stop requests to the running runs, the queued ones unclaimed; the
-    second (or two at once): the running jobs killed (their newest checkpoint stays; the next
-    sweep resumes them)."""
-    out = []
-    for spec in queue:  # never started: unclaimed, as if this sweep had not chosen them
-        (spec.run_dir / F.JOB).unlink(missing_ok=True)
-        out.append(Outcome(spec, State.UNSTARTED))
+def _submit_local(executor, specs: list[RunSpec], launcher, gpus: list[int], echo) -> LocalJob:
+    # submitit gives a local job exactly these GPUs (CUDA_VISIBLE_DEVICES; none: "")
+    executor.update_parameters(name=specs[0].run_id,
+                               timeout_min=int(launcher.timeout_min) * len(specs))
+    if launcher.cluster == "local":
+        executor.update_parameters(gpus_per_node=len(gpus), visible_gpus=tuple(gpus))
+    job = executor.submit(TrainJobs([(C.to_dict(s.cfg), str(s.run_dir)) for s in specs]))
+    on = f"  GPU {','.join(map(str, gpus))}" if gpus else ""
+    for i, spec in enumerate(specs):
+        _record(spec, job, launcher, gpus)
+        resumed = " (resuming)" if (spec.run_dir / F.CHECKPOINTS).exists() else ""
+        after = f"  (after {specs[i - 1].run_id})" if i else ""
+        echo(f"  {'start' if not i else 'next '}  {spec.run_id}{resumed}  job {job.job_id}{on}"
+             f"{after}")
+    return LocalJob(job, specs, gpus)
+
+
+def _unclaim(spec: RunSpec) -> Outcome:
+    """A run this sweep chose but never started: left as if it had not been chosen."""
+    (spec.run_dir / F.JOB).unlink(missing_ok=True)
+    return Outcome(spec, State.UNSTARTED)
+
+
+def _interrupt(count: int, running: list[LocalJob], queue: list, echo) -> list[Outcome]:
+    """The first interrupt: stop requests to the running runs (and to the runs waiting in their
+    jobs), the queued ones unclaimed; the second (or two at once): the running jobs killed
+    (their newest checkpoints stay; the next sweep resumes them)."""
+    out = [_unclaim(spec) for chunk in queue for spec in chunk]
     queue.clear()
     if count == 1:
-        for _, spec in running:
-            stopping.request_stop(spec.run_dir, "danet sweep (interrupted)")
+        for r in running:
+            for spec in r.untold():
+                stopping.request_stop(spec.run_dir, "danet sweep (interrupted)")
         echo(f"stopping: {len(running)} running runs save a checkpoint at the end of their "
              "step and exit; interrupt again to kill them now")
         return out
-    for job, spec in list(running):
-        stopping.kill(job)
-        running.remove((job, spec))
-        echo(f"  killed {spec.run_id}  (its newest checkpoint stays)")
-        out.append(Outcome(spec, State.KILLED, log=str(job.paths.stderr)))
+    for r in list(running):
+        stopping.kill(r.job)
+        running.remove(r)
+        out += _done_so_far(r, echo)
+        for i, spec in enumerate(r.untold()):
+            if i:
+                out.append(_unclaim(spec))
+                continue
+            echo(f"  killed {spec.run_id}  (its newest checkpoint stays)")
+            out.append(Outcome(spec, State.KILLED, log=str(r.job.paths.stderr)))
+    return out
+
+
+def _wait_local(running: list[LocalJob], echo, tick, interrupted: Callable[[], bool]
+                ) -> list[Outcome]:
+    """Until a job ends (or `interrupted()`), each run's outcome as soon as it is known: a job's
+    earlier runs end before it. `running` is updated in place."""
+    out: list[Outcome] = []
+    while running and not interrupted():
+        ended = [r for r in running if r.job.done()]
+        for r in running:
+            out += _done_so_far(r, echo)
+        for r in ended:
+            running.remove(r)
+            out += _finish_local(r, echo)
+        if ended:
+            return out
+        tick()  # the view redraws at most once a second
+        time.sleep(0.1)
+    return out
+
+
+def _done_so_far(r: LocalJob, echo) -> list[Outcome]:
+    """The job's runs that have written result.json since the last look, in order."""
+    out = []
+    for spec in r.untold():
+        result = F.read_result(spec.run_dir) if (spec.run_dir / F.RESULT).exists() else None
+        if result is None:
+            break
+        r.told.add(spec.run_id)
+        out.append(_ended(spec, result.get("miou"), str(r.job.paths.stderr), echo))
+    return out
+
+
+def _finish_local(r: LocalJob, echo) -> list[Outcome]:
+    """The outcome of each run of an ended job not yet reported."""
+    log = str(r.job.paths.stderr) if hasattr(r.job, "paths") else ""
+    try:
+        entries = r.job.results()[0]
+        crash = ""
+    except Exception as e:  # the process died (killed, out of memory): submitit re-raises
+        entries, crash = [], job_error(str(e)) or type(e).__name__
+    by_id = dict(zip((s.run_id for s in r.specs), entries))
+    out = []
+    for i, spec in enumerate(r.untold()):
+        entry = by_id.get(spec.run_id)
+        if entry is None and i:  # the job died during an earlier run: this one never began
+            out.append(_unclaim(spec))
+        elif entry is None or "error" in entry:
+            out.append(_failed(spec, crash if entry is None else entry["error"], log, echo))
+        elif "skipped" in entry:
+            out.append(_unclaim(spec))
+        else:
+            out.append(_ended(spec, entry["miou"], log, echo))
     return out
 
 
@@ -352,13 +501,11 @@ def _watch(
 
 
 def _wait(
-    running: list, poll: float, echo, until_one: bool = False, slurm: bool = False,
-    interrupted: Callable[[], bool] = lambda: False, tick: Callable[[], None] = lambda: None,
+    running: list, poll: float, echo, tick: Callable[[], None] = lambda: None
 ) -> list[Outcome]:
-    """Wait for the jobs (all of them, or the first to end, or until `interrupted()`);
-    `running` is updated in place."""
+    """Wait for the Slurm jobs to end; `running` is updated in place."""
     out: list[Outcome] = []
-    while running and not interrupted():
+    while running:
         for job, spec in [r for r in running if r[0].done()]:
             running.remove((job, spec))
             out.append(_finish(job, spec, echo))
@@ -378,13 +525,10 @@ def _wait(
                 message = "the job ended without a result (cancelled, killed or out of time)"
                 echo(f"  FAILED {spec.run_id}: {message}  (log: {job.paths.stderr})")
                 out.append(Outcome(spec, State.FAILED, message, str(job.paths.stderr)))
-        if out and until_one:
-            return out
-        if running:
-            deadline = time.monotonic() + poll
-            while time.monotonic() < deadline and not interrupted():  # Ctrl-C acted on at once
-                tick()  # the view redraws at most once a second
-                time.sleep(0.1)
+        deadline = time.monotonic() + poll
+        while running and time.monotonic() < deadline:
+            tick()  # the view redraws at most once a second
+            time.sleep(0.1)
     return out
 
 
@@ -403,10 +547,19 @@ def _finish(job: submitit.Job, spec: RunSpec, echo) -> Outcome:
     try:
         miou = job.results()[0]  # a DDP job has one result per task; rank 0's is the run's
     except Exception as e:  # the job's own exception, re-raised by submitit with its traceback
-        message = job_error(str(e)) or type(e).__name__
-        echo(f"  FAILED {spec.run_id}: {message}  (log: {os.path.relpath(log) if log else '-'})")
-        return Outcome(spec, State.FAILED, message, log)
-    if miou is None:  # asked to stop (stop.json): checkpointed at the end of a step
+        return _failed(spec, job_error(str(e)) or type(e).__name__, log, echo)
+    return _ended(spec, miou, log, echo)
+
+
+def _failed(spec: RunSpec, message: str, log: str, echo) -> Outcome:
+    echo(f"  FAILED {spec.run_id}: {message}  (log: {os.path.relpath(log) if log else '-'})")
+    return Outcome(spec, State.FAILED, message, log)
+
+
+def _ended(spec: RunSpec, miou: float | None, log: str, echo) -> Outcome:
+    """A run that returned: its mIoU, or None when it was asked to stop (stop.json) and saved
+    a checkpoint at the end of a step."""
+    if miou is None:
         state = run_state(spec.run_dir)
         how = State.CANCELLED if (spec.run_dir / F.CANCELLED).exists() else State.STOPPED
         echo(f"  {how} {spec.run_id}  at iteration {state.iteration}, checkpoint saved")

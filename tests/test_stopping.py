@@ -23,12 +23,15 @@ from danet.run_folder import STOP
 
 from .conftest import tiny_grid, wait_for
 
-ITERATIONS = 120  # long enough to be interrupted mid-run; checkpoints only every 100
+# Long enough to be interrupted mid-run: a tiny run does 100-200 steps a second here and the
+# interrupt comes up to about 0.6 s after step 3 (at 120, a fast run sometimes finished first).
+ITERATIONS = 600
+CHECKPOINT_EVERY = 1000  # no periodic checkpoint: the one at the stop is the stop's own
 
 
 def _grid(tmp_path: Path) -> Path:
     return tiny_grid(tmp_path / "stop.yaml", "stop", f"train.iterations={ITERATIONS}",
-                     "train.checkpoint_every=100", "train.tensorboard=false")
+                     f"train.checkpoint_every={CHECKPOINT_EVERY}", "train.tensorboard=false")
 
 
 def _iteration(run_dir: Path) -> int:
@@ -104,7 +107,7 @@ def test_ctrl_c_stops_every_run_at_a_checkpoint_and_the_same_command_resumes(tmp
     for run_dir in (p.parent for p in sweep_dir.glob("*/config.yaml")):
         events = [json.loads(ln) for ln in (run_dir / "log.jsonl").read_text().splitlines()]
         (stopped,) = [e["iteration"] for e in events if e.get("event") == "stopped"]
-        assert 3 <= stopped < ITERATIONS and stopped % 100  # stopped mid-run, not at a periodic
+        assert 3 <= stopped < ITERATIONS  # stopped mid-run, before any periodic checkpoint
         newest = checkpoint.latest(run_dir)  # intact: it loads, at the stopped iteration
         assert newest is not None and newest["iteration"] == stopped
         assert not (run_dir / "result.json").exists() and (run_dir / STOP).exists()
@@ -127,6 +130,38 @@ def test_ctrl_c_stops_every_run_at_a_checkpoint_and_the_same_command_resumes(tmp
         b = torch.load(checkpoint.list_checkpoints(tmp_path / "straight" / run_dir.name)[-1],
                        weights_only=False)["model"]
         assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_a_job_of_several_runs_and_its_waiting_runs_never_start(tmp_path):
+    """launcher.runs_per_job=2: each job's first run stops at a checkpoint; its second, not yet
+    begun, is left unclaimed (no job.json, nothing written); the same command finishes all."""
+    import yaml
+
+    grid = _grid(tmp_path)
+    data = yaml.safe_load(grid.read_text())
+    data["grid"]["seed"] = [0, 1]
+    data["launcher"]["runs_per_job"] = 2
+    grid.write_text(yaml.safe_dump(data))
+    sweep_dir = tmp_path / "runs" / "stop"
+    code, out, err = _interrupted(
+        grid, tmp_path, lambda: len(list(sweep_dir.glob("*/log.jsonl"))) == 2
+        and all(_iteration(p.parent) >= 3 for p in sweep_dir.glob("*/log.jsonl")),
+        lambda pid: os.killpg(pid, signal.SIGINT),
+    )
+    assert code == 130, out + err
+    assert "stopping: 2 running runs save a checkpoint" in out and out.count("  stopped ") == 2
+    begun = {p.parent.name for p in sweep_dir.glob("*/log.jsonl")}
+    waited = {p.name for p in sweep_dir.glob("*-s1-*")}
+    assert len(begun) == 2 and all("-s0-" in name for name in begun) and len(waited) == 2
+    for name in waited:  # as if the sweep had never chosen them
+        assert not (sweep_dir / name / "job.json").exists()
+        assert not (sweep_dir / name / "config.yaml").exists()
+
+    again = _sweep(grid, tmp_path)
+    out, err = again.communicate(timeout=600)
+    assert again.returncode == 0, out + err
+    assert out.count("(resuming)") == 2 and out.count("  done ") == 4
 
 
 @pytest.mark.slow
