@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import itertools
 import math
 import sys
 from pathlib import Path
@@ -36,7 +37,7 @@ from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.patches import Patch, Rectangle  # noqa: E402
 
 from analysis.collect import runs_read  # noqa: E402
-from analysis.stats import BASELINE, DUAL, control_name, group_keys, mean_ci  # noqa: E402
+from analysis.stats import BASELINE, DUAL, group_keys, matched_control, mean_ci  # noqa: E402
 from analysis.tables import (  # noqa: E402
     ZOO_NAMES,
     main_table,
@@ -67,6 +68,8 @@ COLUMN_IN, TEXT_IN = 3.5, 7.0
 BAND = "±1 std over seeds"
 BASELINE_BAND = "baseline-ci"  # gid of the baseline's interval band, for tests and SVG readers
 DUAL_BAND = "baseline-dual-ci"  # the dual head's baseline, none (dual), under its own rows
+CONTROL_BAND = "control-ci"  # "control-ci:pam": any other control (backbone attention's rows)
+BAND_COLOURS = ("0.88", "#cfe0f0", "#f2dcc4", "#d6ebd0", "#e6d8ee")
 
 
 def _label(df: pd.DataFrame, cols: list[str], among: pd.DataFrame | None = None) -> pd.Series:
@@ -112,8 +115,9 @@ def miou_points(df: pd.DataFrame) -> pd.DataFrame:
         mean, low, high = mean_ci(runs["miou"].dropna().to_numpy())
         first = runs.iloc[0]
         head = first.get("head", "single")
+        control = matched_control(variant, head, first.get("backbone_attention", ""))
         rows.append({**{k: first[k] for k in keys}, "group": group, "variant": variant,
-                     "control": control_name(head),
+                     "control": control,
                      "n": int(runs["miou"].notna().sum()), "mean": mean, "low": low,
                      "high": high})
     out = pd.DataFrame(rows)
@@ -151,11 +155,13 @@ def _draw_baseline(ax: plt.Axes, base: pd.Series | None) -> list[Artist]:
 
 
 def _draw_control_bands(ax: plt.Axes, points: pd.DataFrame) -> list[Artist]:
-    """With both head skeletons present, each control's interval as a band under its own rows
-    only (the control and the rows compared with it), so a row is read against its control."""
+    """With more than one control, each control's interval as a band under its own rows only
+    (the control and the rows compared with it), so a row is read against its control."""
     handles = []
-    for name, gid, colour in ((BASELINE, BASELINE_BAND, "0.88"),
-                              (BASELINE + DUAL, DUAL_BAND, "#cfe0f0")):
+    others = [c for c in dict.fromkeys(points["control"]) if c not in (BASELINE, BASELINE + DUAL)]
+    bands = [(BASELINE, BASELINE_BAND), (BASELINE + DUAL, DUAL_BAND),
+             *((name, f"{CONTROL_BAND}:{name}") for name in others)]
+    for (name, gid), colour in zip(bands, itertools.cycle(BAND_COLOURS)):
         control = points[points["variant"] == name]
         if control.empty or math.isnan(control["low"].iloc[0]):
             continue
@@ -173,7 +179,7 @@ def _draw_miou_panel(ax: plt.Axes, points: pd.DataFrame, seeds: pd.DataFrame) ->
     x = np.arange(len(points))
     handles = []
     base = points[points["variant"] == BASELINE]
-    if (points["control"] == BASELINE + DUAL).any():
+    if (points["control"] != BASELINE).any():
         handles += _draw_control_bands(ax, points)
     else:
         handles += _draw_baseline(ax, base.iloc[0] if len(base) else None)

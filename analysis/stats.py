@@ -30,7 +30,9 @@ errors and honest (wide) with few seeds.
 "none (dual)" (the dual head with the identity in both slots: two branches, three outputs,
 three losses) for a dual-head variant such as DANet. So a Δ measures the attention alone, not
 a second head branch and two auxiliary losses with it (`decompose` splits DANet's gain over
-the single-head FCN, the paper's own contrast, into those two parts). A row whose control is
+the single-head FCN, the paper's own contrast, into those two parts). A row with attention
+inside the backbone ("pam + gc@block[3,4]") is compared with the same model without it
+("pam"), the one thing that differs. A row whose control is
 missing from its group while the other skeleton's baseline is there gets no Δ and the verdict
 `no control` (method `no matched control`): add the control's runs. The controls themselves
 are `baseline` (single) and `control` (dual).
@@ -137,6 +139,18 @@ def control_name(head: str, baseline: str = BASELINE) -> str:
     return baseline + (DUAL if head == "dual" else "")
 
 
+def matched_control(variant: str, head: str, inside: object = "", baseline: str = BASELINE
+                    ) -> str:
+    """The arm a row is compared with: the same model without the one thing the row adds. A
+    row with attention inside the backbone ("pam + gc@block[3,4]", `inside` its placement; a
+    table's missing value for none) is compared with the model without it ("pam"); any other
+    with its head's baseline."""
+    suffix = f" + {inside}" if isinstance(inside, str) and inside else ""
+    if suffix and variant.endswith(suffix):
+        return variant[: -len(suffix)]
+    return control_name(head, baseline)
+
+
 def _arm(sub: pd.DataFrame, name: str, value: str) -> pd.Series:
     runs = sub[sub["variant"] == name]
     return runs.set_index("seed")[value].astype(float).dropna()
@@ -154,7 +168,8 @@ def _row_vs_control(sub: pd.DataFrame, variant: str, vals: pd.Series, value: str
     nan = float("nan")
     runs = sub[sub["variant"] == variant]
     head = str(runs["head"].iloc[0]) if "head" in runs else "single"
-    control = control_name(head, baseline)
+    inside = runs["backbone_attention"].iloc[0] if "backbone_attention" in runs else ""
+    control = matched_control(variant, head, inside, baseline)
     empty = dict(delta=nan, ci_low=nan, ci_high=nan, p_value=nan)
     if variant == control and head != "dual":
         return dict(vs="", **{**empty, "delta": 0.0}, ci_method="baseline")

@@ -244,3 +244,20 @@ def test_each_row_is_drawn_over_its_own_controls_band():
                     if p.get_gid() == gid)
         assert {ticks[x] for x in xs} == rows_of, gid
     plt.close(fig)
+
+
+def test_a_backbone_attention_row_is_drawn_over_the_band_of_the_model_without_it():
+    gc = "gc@block[3,4]"
+    arms = {"none": 60, "pam": 70, f"pam + {gc}": 71}
+    rows = [{"variant": v, "head": "single", "seed": s, "miou": (m + s) / 100,
+             "dataset": "synthetic", "backbone_attention": gc if " + " in v else ""}
+            for v, m in arms.items() for s in range(3)]
+    fig = plots.fig_miou_ci(pd.DataFrame(rows))
+    (ax,) = fig.axes
+    ticks = [t.get_text().split("\n")[0] for t in ax.get_xticklabels()]
+    for gid, rows_of in ((plots.BASELINE_BAND, {"none", "pam"}),
+                         (f"{plots.CONTROL_BAND}:pam", {f"pam + {gc}"})):
+        xs = sorted(round(p.get_x() + p.get_width() / 2) for p in ax.patches
+                    if p.get_gid() == gid)
+        assert {ticks[x] for x in xs} == rows_of, gid
+    plt.close(fig)

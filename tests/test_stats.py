@@ -227,6 +227,22 @@ def test_without_the_matched_control_there_is_no_verdict():
     assert s.loc["pam", "p_bonferroni"] == pytest.approx(s.loc["pam", "p_value"])  # m = 1
 
 
+def test_attention_inside_the_backbone_is_compared_with_the_same_model_without_it():
+    """"pam + gc@block[3,4]" differs from "pam" by the backbone's attention alone: that is its
+    control, not "none" (which would credit it with PAM's gain too)."""
+    gc = "gc@block[3,4]"
+    arms = {**DUAL_ARMS, f"pam + {gc}": ("single", {0: 70.5, 1: 71.7, 2: 71.0}),
+            f"none + {gc}": ("single", {0: 60.2, 1: 61.5, 2: 60.6})}
+    frame = _headed(arms).assign(
+        backbone_attention=lambda d: [gc if " + " in v else "" for v in d["variant"]])
+    s = stats.summarize(frame).set_index("variant")
+    assert s.loc[f"pam + {gc}", "vs"] == "pam" and s.loc[f"none + {gc}", "vs"] == "none"
+    assert s.loc[f"pam + {gc}", "delta"] == pytest.approx((0.5 + 0.2 + 0.8) / 3)
+    assert s.loc["pam", "vs"] == "none" and s.loc["danet", "vs"] == "none (dual)"
+    without_pam = stats.summarize(frame[frame["variant"] != "pam"]).set_index("variant")
+    assert without_pam.loc[f"pam + {gc}", "verdict"] == "no control"
+
+
 def test_decomposition_splits_the_paper_protocol_gain():
     d = stats.decompose(_headed(DUAL_ARMS)).set_index("part")
     assert list(d.index) == list(stats.PARTS)
