@@ -166,7 +166,11 @@ def test_bench_measures_every_section(tmp_path, capsys):
     }
     options = df[df.section == "option"].set_index("name")
     assert bool(options.exact["workers_1"]) is True  # the same losses step by step
-    assert bool(options.exact["channels_last"]) is False
+    # channels_last picks other kernels: bit-identical losses on some CPUs (this Intel Xeon),
+    # not on others (an AMD EPYC); either way `exact` says which, and the losses stay close
+    channels_last = options.loc["channels_last"]
+    assert bool(channels_last.exact) == bool(channels_last.loss_rel_diff == 0)
+    assert channels_last.loss_rel_diff < 1e-3  # fp32 sums in another order, a few steps
     assert options.value["channels_last"] > 0
     if not torch.cuda.is_available():
         assert options.note["pin_memory_off"] == "needs a CUDA device"
