@@ -384,8 +384,10 @@ def _submit_local(executor, specs: list[RunSpec], launcher, gpus: list[int], ech
 
 
 def _unclaim(spec: RunSpec) -> Outcome:
-    """A run this sweep chose but never started: left as if it had not been chosen."""
+    """A run this sweep chose but never started: left as if it had not been chosen (no claim,
+    no stop request that the first Ctrl-C wrote while it waited in its job)."""
     (spec.run_dir / F.JOB).unlink(missing_ok=True)
+    stopping.clear_stop(spec.run_dir)
     return Outcome(spec, State.UNSTARTED)
 
 

@@ -157,6 +157,7 @@ def test_ctrl_c_stops_a_job_of_several_runs_and_its_waiting_runs_never_start(tmp
     for name in waited:  # as if the sweep had never chosen them
         assert not (sweep_dir / name / "job.json").exists()
         assert not (sweep_dir / name / "config.yaml").exists()
+        assert not (sweep_dir / name / STOP).exists()
 
     again = _sweep(grid, tmp_path)
     out, err = again.communicate(timeout=600)
